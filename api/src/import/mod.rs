@@ -1,0 +1,1 @@
+//! The CSV importer (`reviews import`). Being written.

@@ -1,0 +1,116 @@
+//! Starting and stopping an API process: bind both listeners, serve until told to stop, then
+//! let in-flight requests finish within the grace period.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use anyhow::Context;
+use tokio::net::TcpListener;
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+
+use crate::config::ApiConfig;
+use crate::http::{AppState, router};
+use crate::metrics::Metrics;
+use crate::store;
+
+/// A running API process (or an in-process one in tests).
+pub struct RunningApi {
+    /// The bound public address (the real port when the config said 0).
+    pub addr: SocketAddr,
+    pub metrics_addr: SocketAddr,
+    stop: watch::Sender<bool>,
+    tasks: Vec<JoinHandle<std::io::Result<()>>>,
+    grace: std::time::Duration,
+}
+
+/// Opens the database, runs migrations, binds the listeners and starts serving.
+pub async fn start(config: &ApiConfig) -> anyhow::Result<RunningApi> {
+    let store = store::open(&config.database.url, &config.database.limits()).await?;
+    let metrics = Arc::new(Metrics::new());
+    metrics.watch_store(store.clone());
+    let state = AppState::new(
+        store.clone(),
+        metrics.clone(),
+        config.http.cache_max_age.get().as_secs(),
+    );
+
+    let public = TcpListener::bind(config.server.listen)
+        .await
+        .with_context(|| format!("cannot listen on server.listen = {}", config.server.listen))?;
+    let internal = TcpListener::bind(config.server.metrics_listen)
+        .await
+        .with_context(|| {
+            format!(
+                "cannot listen on server.metrics_listen = {}",
+                config.server.metrics_listen
+            )
+        })?;
+    let addr = public.local_addr()?;
+    let metrics_addr = internal.local_addr()?;
+
+    let (stop, stopped) = watch::channel(false);
+    let serve = |listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>| {
+        tokio::spawn(async move {
+            axum::serve(listener, app)
+                .with_graceful_shutdown(async move {
+                    let _ = stopped.wait_for(|s| *s).await;
+                })
+                .await
+        })
+    };
+    let tasks = vec![
+        serve(public, router(state), stopped.clone()),
+        serve(internal, crate::metrics::router(metrics), stopped),
+    ];
+    tracing::info!(%addr, %metrics_addr, backend = store.backend(), "reviews API listening");
+    Ok(RunningApi {
+        addr,
+        metrics_addr,
+        stop,
+        tasks,
+        grace: config.server.shutdown_grace.get(),
+    })
+}
+
+impl RunningApi {
+    /// Stops accepting, waits up to the grace period for in-flight requests, then returns.
+    pub async fn shutdown(self) {
+        let _ = self.stop.send(true);
+        let all = futures::future::join_all(self.tasks);
+        if tokio::time::timeout(self.grace, all).await.is_err() {
+            tracing::warn!(grace = ?self.grace, "in-flight requests outlived the grace period");
+        }
+    }
+}
+
+/// Serves until SIGINT or SIGTERM, then shuts down gracefully. `reviews api` runs this.
+pub async fn run(config: ApiConfig) -> anyhow::Result<()> {
+    let running = start(&config).await?;
+    shutdown_signal().await;
+    tracing::info!("shutting down");
+    running.shutdown().await;
+    Ok(())
+}
+
+/// Resolves on Ctrl-C or SIGTERM (what systemd sends).
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => {},
+        _ = term => {},
+    }
+}

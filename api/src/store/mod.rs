@@ -1,0 +1,219 @@
+//! Storage: the `ReviewStore` trait the HTTP layer talks to, with a SQLite implementation
+//! (the embedded default) and a PostgreSQL one (selected by a `postgres://` URL), and the
+//! embedded migrations of each.
+
+mod postgres;
+mod rows;
+mod sqlite;
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+
+use crate::domain::{FieldError, NewReview, ProductId, Sort};
+
+pub use postgres::PostgresStore;
+pub use sqlite::{SqliteStore, connect_options as sqlite_connect_options};
+
+/// SQLite schema migrations, embedded in the binary and run at startup (and by the importer).
+pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
+/// PostgreSQL schema migrations, embedded in the binary and run at startup (and by the importer).
+pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
+
+/// One page of a product's visible reviews.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListQuery {
+    pub product_id: ProductId,
+    pub sort: Sort,
+    /// 1-based page number.
+    pub page: u64,
+    pub count: u32,
+}
+
+impl ListQuery {
+    /// Rows to skip; saturates rather than overflowing for absurd page numbers, which then
+    /// simply read past the end.
+    pub fn offset(&self) -> i64 {
+        (self.page.saturating_sub(1))
+            .saturating_mul(self.count as u64)
+            .min(i64::MAX as u64) as i64
+    }
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Review {
+    pub id: i64,
+    pub rating: i64,
+    pub summary: String,
+    pub recommend: bool,
+    pub response: Option<String>,
+    pub body: String,
+    pub date_ms: i64,
+    pub reviewer_name: String,
+    pub helpfulness: i64,
+    pub photos: Vec<Photo>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Photo {
+    pub id: i64,
+    pub url: String,
+}
+
+/// The stored aggregates behind `GET /reviews/meta`.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ProductMeta {
+    /// Count of reviews per rating 1..=5 (index 0 is rating 1).
+    pub ratings: [i64; 5],
+    pub recommend_false: i64,
+    pub recommend_true: i64,
+    /// Ordered by characteristic id.
+    pub characteristics: Vec<CharacteristicMeta>,
+}
+
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct CharacteristicMeta {
+    pub id: i64,
+    pub name: String,
+    pub rating_sum: i64,
+    pub rating_count: i64,
+}
+
+/// A connection pool's occupancy, for the metrics page.
+#[derive(Clone, Debug)]
+pub struct PoolStats {
+    pub pool: &'static str,
+    pub size: u32,
+    pub idle: u32,
+    pub max: u32,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The database cannot be reached, or no connection came free in time. The client may
+    /// retry shortly: the HTTP layer answers 503 with `Retry-After`.
+    #[error("database unavailable: {0}")]
+    Unavailable(#[source] sqlx::Error),
+    /// The request named something that does not fit the data (a characteristic of another
+    /// product). Checked inside the write transaction, so nothing was written.
+    #[error("invalid request")]
+    Invalid(Vec<FieldError>),
+    #[error("database error: {0}")]
+    Internal(#[source] sqlx::Error),
+}
+
+impl From<sqlx::Error> for StoreError {
+    /// Sorts sqlx errors into "try again soon" (pool timeout, connection trouble, a locked
+    /// SQLite file, a PostgreSQL statement or lock timeout) and genuine faults.
+    fn from(e: sqlx::Error) -> Self {
+        use sqlx::Error as E;
+        let transient = match &e {
+            E::PoolTimedOut | E::PoolClosed | E::Io(_) | E::Tls(_) | E::WorkerCrashed => true,
+            E::Database(db) => {
+                if let Some(sqlite) = db.try_downcast_ref::<sqlx::sqlite::SqliteError>() {
+                    // SQLITE_BUSY (5) and SQLITE_LOCKED (6), with their extended codes: the file
+                    // is locked by another writer for longer than busy_timeout.
+                    let code: i32 = sqlx::error::DatabaseError::code(sqlite)
+                        .and_then(|c| c.parse().ok())
+                        .unwrap_or(0);
+                    matches!(code & 0xff, 5 | 6)
+                } else if let Some(pg) = db.try_downcast_ref::<sqlx::postgres::PgDatabaseError>() {
+                    // FATAL ends the session: the server refused or dropped the connection
+                    // (database not accepting connections, shutting down, too many clients).
+                    matches!(
+                        pg.severity(),
+                        sqlx::postgres::PgSeverity::Fatal | sqlx::postgres::PgSeverity::Panic
+                    ) || pg_transient(pg.code())
+                } else {
+                    pg_transient(db.code().as_deref().unwrap_or(""))
+                }
+            }
+            _ => false,
+        };
+        if transient {
+            StoreError::Unavailable(e)
+        } else {
+            StoreError::Internal(e)
+        }
+    }
+}
+
+/// PostgreSQL SQLSTATEs worth a retry: 57014 query_canceled (statement_timeout), 55P03
+/// lock_not_available, 53300 too many connections, 57P0x shutdown or cannot connect now,
+/// 08xxx connection exceptions, 40001/40P01 serialization failure and deadlock.
+fn pg_transient(code: &str) -> bool {
+    matches!(code, "57014" | "55P03" | "53300" | "40001" | "40P01")
+        || code.starts_with("57P")
+        || code.starts_with("08")
+}
+
+/// What the HTTP layer needs from a database. Implementations keep the meta aggregates in step
+/// with every write, inside the write's transaction.
+#[async_trait]
+pub trait ReviewStore: Send + Sync + 'static {
+    /// One page of the product's reviews that are not reported, in `sort` order, each with its
+    /// photos ordered by photo id.
+    async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError>;
+
+    /// The product's stored aggregates; all zero and no characteristics for an unknown product.
+    async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError>;
+
+    /// Writes the review, its photos, its characteristic ratings and the aggregates in one
+    /// transaction. Returns the new review id.
+    async fn add_review(&self, review: &NewReview, date_ms: i64) -> Result<i64, StoreError>;
+
+    /// helpfulness += 1. Returns the review's product, or `None` for an unknown review.
+    async fn mark_helpful(&self, review_id: i64) -> Result<Option<ProductId>, StoreError>;
+
+    /// Marks the review reported (hidden from lists, never deleted). Returns the review's
+    /// product, or `None` for an unknown review.
+    async fn report(&self, review_id: i64) -> Result<Option<ProductId>, StoreError>;
+
+    /// A cheap round trip to the database, for `/readyz`.
+    async fn ping(&self) -> Result<(), StoreError>;
+
+    fn pool_stats(&self) -> Vec<PoolStats>;
+
+    /// Which backend this is, for logs and metrics.
+    fn backend(&self) -> &'static str;
+}
+
+/// How long to wait on the database before answering 503.
+#[derive(Clone, Debug)]
+pub struct DbLimits {
+    pub max_connections: u32,
+    /// How long a request waits for a pooled connection.
+    pub acquire_timeout: Duration,
+    /// PostgreSQL `statement_timeout`; on SQLite the lock wait (`busy_timeout`).
+    pub statement_timeout: Duration,
+}
+
+impl Default for DbLimits {
+    fn default() -> Self {
+        DbLimits {
+            max_connections: 16,
+            acquire_timeout: Duration::from_secs(1),
+            statement_timeout: Duration::from_secs(2),
+        }
+    }
+}
+
+/// Whether a database URL names PostgreSQL (otherwise it is a SQLite file).
+pub fn is_postgres_url(url: &str) -> bool {
+    url.starts_with("postgres://") || url.starts_with("postgresql://")
+}
+
+/// Opens the database a URL names, runs its migrations, and returns it as a store.
+pub async fn open(url: &str, limits: &DbLimits) -> anyhow::Result<std::sync::Arc<dyn ReviewStore>> {
+    if is_postgres_url(url) {
+        Ok(std::sync::Arc::new(PostgresStore::open(url, limits).await?))
+    } else {
+        Ok(std::sync::Arc::new(SqliteStore::open(url, limits).await?))
+    }
+}
+
+/// Builds `name` of the five rating columns for a 1..=5 rating (used in the aggregate
+/// upserts; the rating was checked, so the index is in range).
+fn rating_column(rating: u8) -> &'static str {
+    ["rating_1", "rating_2", "rating_3", "rating_4", "rating_5"][(rating.clamp(1, 5) - 1) as usize]
+}

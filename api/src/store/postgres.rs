@@ -1,0 +1,226 @@
+//! PostgreSQL, for production: one pool shared by reads and writes, a server-side
+//! `statement_timeout` so no query holds a connection for long, and lazy connections so an
+//! API process whose database is briefly down still starts answering `/healthz` and 503s.
+
+use std::str::FromStr;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
+
+use super::rows::{
+    attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql, review_from_row,
+};
+use super::{
+    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, Review, ReviewStore, StoreError,
+};
+use crate::domain::{NewReview, ProductId, Sort};
+
+pub struct PostgresStore {
+    pool: PgPool,
+    max: u32,
+}
+
+impl PostgresStore {
+    pub async fn open(url: &str, limits: &DbLimits) -> anyhow::Result<Self> {
+        use anyhow::Context;
+        let ms = limits.statement_timeout.as_millis().max(1);
+        let opts = PgConnectOptions::from_str(url)
+            .with_context(|| format!("invalid PostgreSQL URL {}", redact(url)))?
+            .application_name("reviews-api")
+            .options([
+                ("statement_timeout", ms.to_string()),
+                ("lock_timeout", ms.to_string()),
+            ]);
+        let pool = PgPoolOptions::new()
+            .max_connections(limits.max_connections.max(1))
+            .acquire_timeout(limits.acquire_timeout)
+            .connect_lazy_with(opts);
+        POSTGRES_MIGRATOR
+            .run(&pool)
+            .await
+            .with_context(|| format!("cannot migrate PostgreSQL database {}", redact(url)))?;
+        Ok(PostgresStore {
+            pool,
+            max: limits.max_connections.max(1),
+        })
+    }
+}
+
+/// The URL without its password, for messages.
+fn redact(url: &str) -> String {
+    match url::Url::parse(url) {
+        Ok(mut u) if u.password().is_some() => {
+            let _ = u.set_password(Some("***"));
+            u.to_string()
+        }
+        _ => url.to_owned(),
+    }
+}
+
+fn list_sql(sort: Sort) -> &'static str {
+    match sort {
+        Sort::Newest => {
+            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+             FROM reviews WHERE product_id = $1 AND NOT reported \
+             ORDER BY date_ms DESC, id DESC LIMIT $2 OFFSET $3"
+        }
+        Sort::Helpful => {
+            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+             FROM reviews WHERE product_id = $1 AND NOT reported \
+             ORDER BY helpfulness DESC, id ASC LIMIT $2 OFFSET $3"
+        }
+        Sort::Relevant => {
+            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+             FROM reviews WHERE product_id = $1 AND NOT reported \
+             ORDER BY helpfulness DESC, date_ms DESC, id DESC LIMIT $2 OFFSET $3"
+        }
+    }
+}
+
+#[async_trait]
+impl ReviewStore for PostgresStore {
+    async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let rows = sqlx::query_as(list_sql(q.sort))
+            .bind(q.product_id.get())
+            .bind(q.count as i64)
+            .bind(q.offset())
+            .fetch_all(&mut *conn)
+            .await?;
+        let mut reviews: Vec<Review> = rows.into_iter().map(review_from_row).collect();
+        if reviews.is_empty() {
+            return Ok(reviews);
+        }
+        let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
+        let photos: Vec<(i64, i64, String)> = sqlx::query_as(
+            "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id",
+        )
+        .bind(&ids)
+        .fetch_all(&mut *conn)
+        .await?;
+        attach_photos(&mut reviews, photos);
+        Ok(reviews)
+    }
+
+    async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError> {
+        let mut conn = self.pool.acquire().await?;
+        let counts = sqlx::query_as(
+            "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
+             FROM product_meta WHERE product_id = $1",
+        )
+        .bind(product_id.get())
+        .fetch_optional(&mut *conn)
+        .await?;
+        let characteristics = sqlx::query_as(
+            "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id",
+        )
+        .bind(product_id.get())
+        .fetch_all(&mut *conn)
+        .await?;
+        Ok(meta_from_rows(counts, characteristics))
+    }
+
+    async fn add_review(&self, review: &NewReview, date_ms: i64) -> Result<i64, StoreError> {
+        let mut tx = self.pool.begin().await?;
+        let product = review.product_id.get();
+        // FOR UPDATE: the characteristic rows are about to have their sums bumped; locking them
+        // first keeps concurrent reviews of one product from deadlocking on each other.
+        let owned: Vec<i64> = sqlx::query_scalar(
+            "SELECT id FROM characteristics WHERE product_id = $1 ORDER BY id FOR UPDATE",
+        )
+        .bind(product)
+        .fetch_all(&mut *tx)
+        .await?;
+        check_characteristics(review, &owned)?;
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO reviews (product_id, rating, date_ms, summary, body, recommend, reported, \
+             reviewer_name, reviewer_email, response, helpfulness) \
+             VALUES ($1, $2, $3, $4, $5, $6, FALSE, $7, $8, NULL, 0) RETURNING id",
+        )
+        .bind(product)
+        .bind(review.rating.get() as i16)
+        .bind(date_ms)
+        .bind(&review.summary)
+        .bind(&review.body)
+        .bind(review.recommend)
+        .bind(&review.name)
+        .bind(&review.email)
+        .fetch_one(&mut *tx)
+        .await?;
+        if !review.photos.is_empty() {
+            sqlx::query("INSERT INTO reviews_photos (review_id, url) SELECT $1, u FROM UNNEST($2::TEXT[]) AS u")
+                .bind(id)
+                .bind(&review.photos)
+                .execute(&mut *tx)
+                .await?;
+        }
+        if !review.characteristics.is_empty() {
+            let (chars, values): (Vec<i64>, Vec<i16>) = review
+                .characteristics
+                .iter()
+                .map(|&(c, v)| (c, v as i16))
+                .unzip();
+            sqlx::query(
+                "INSERT INTO characteristic_reviews (characteristic_id, review_id, value) \
+                 SELECT c, $2, v FROM UNNEST($1::BIGINT[], $3::SMALLINT[]) AS t(c, v)",
+            )
+            .bind(&chars)
+            .bind(id)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await?;
+            sqlx::query(
+                "UPDATE characteristics AS c SET rating_sum = c.rating_sum + t.v, rating_count = c.rating_count + 1 \
+                 FROM UNNEST($1::BIGINT[], $2::SMALLINT[]) AS t(id, v) WHERE c.id = t.id",
+            )
+            .bind(&chars)
+            .bind(&values)
+            .execute(&mut *tx)
+            .await?;
+        }
+        sqlx::query(sqlx::AssertSqlSafe(meta_upsert_sql(review, "$1")))
+            .bind(product)
+            .execute(&mut *tx)
+            .await?;
+        tx.commit().await?;
+        Ok(id)
+    }
+
+    async fn mark_helpful(&self, review_id: i64) -> Result<Option<ProductId>, StoreError> {
+        let product: Option<i64> = sqlx::query_scalar(
+            "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id",
+        )
+        .bind(review_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(product.and_then(ProductId::new))
+    }
+
+    async fn report(&self, review_id: i64) -> Result<Option<ProductId>, StoreError> {
+        let product: Option<i64> = sqlx::query_scalar(
+            "UPDATE reviews SET reported = TRUE WHERE id = $1 RETURNING product_id",
+        )
+        .bind(review_id)
+        .fetch_optional(&self.pool)
+        .await?;
+        Ok(product.and_then(ProductId::new))
+    }
+
+    async fn ping(&self) -> Result<(), StoreError> {
+        sqlx::query("SELECT 1").execute(&self.pool).await?;
+        Ok(())
+    }
+
+    fn pool_stats(&self) -> Vec<PoolStats> {
+        vec![PoolStats {
+            pool: "main",
+            size: self.pool.size(),
+            idle: self.pool.num_idle() as u32,
+            max: self.max,
+        }]
+    }
+
+    fn backend(&self) -> &'static str {
+        "postgres"
+    }
+}

@@ -1,0 +1,103 @@
+//! What both backends share: turning rows into domain values, and the few statements whose
+//! text is the same on SQLite and PostgreSQL but for the parameter marker.
+
+use super::{CharacteristicMeta, Photo, ProductMeta, Review, StoreError};
+use crate::domain::{FieldError, NewReview};
+
+pub(super) type ReviewRow = (
+    i64,
+    i64,
+    String,
+    bool,
+    Option<String>,
+    String,
+    i64,
+    String,
+    i64,
+);
+
+pub(super) fn review_from_row(r: ReviewRow) -> Review {
+    Review {
+        id: r.0,
+        rating: r.1,
+        summary: r.2,
+        recommend: r.3,
+        response: r.4,
+        body: r.5,
+        date_ms: r.6,
+        reviewer_name: r.7,
+        helpfulness: r.8,
+        photos: Vec::new(),
+    }
+}
+
+/// Hangs each photo (ordered by review id, then photo id) on its review.
+pub(super) fn attach_photos(reviews: &mut [Review], photos: Vec<(i64, i64, String)>) {
+    let by_id: std::collections::HashMap<i64, usize> =
+        reviews.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
+    for (id, review_id, url) in photos {
+        if let Some(&i) = by_id.get(&review_id) {
+            reviews[i].photos.push(Photo { id, url });
+        }
+    }
+}
+
+/// Every characteristic rated must belong to the reviewed product; all strays are named.
+pub(super) fn check_characteristics(review: &NewReview, owned: &[i64]) -> Result<(), StoreError> {
+    let strays: Vec<FieldError> = review
+        .characteristics
+        .iter()
+        .filter(|(id, _)| !owned.contains(id))
+        .map(|(id, _)| {
+            FieldError::new(
+                format!("characteristics.{id}"),
+                format!(
+                    "is not a characteristic of product {}",
+                    review.product_id.get()
+                ),
+            )
+        })
+        .collect();
+    if strays.is_empty() {
+        Ok(())
+    } else {
+        Err(StoreError::Invalid(strays))
+    }
+}
+
+/// `INSERT … ON CONFLICT DO UPDATE` adding this review to its product's counts. The column
+/// names come from a fixed list, never from input.
+pub(super) fn meta_upsert_sql(review: &NewReview, product_param: &str) -> String {
+    let rating = super::rating_column(review.rating.get());
+    let recommend = if review.recommend {
+        "recommend_true"
+    } else {
+        "recommend_false"
+    };
+    format!(
+        "INSERT INTO product_meta (product_id, {rating}, {recommend}) VALUES ({product_param}, 1, 1) \
+         ON CONFLICT (product_id) DO UPDATE SET {rating} = product_meta.{rating} + 1, \
+         {recommend} = product_meta.{recommend} + 1"
+    )
+}
+
+pub(super) fn meta_from_rows(
+    counts: Option<(i64, i64, i64, i64, i64, i64, i64)>,
+    characteristics: Vec<(i64, String, i64, i64)>,
+) -> ProductMeta {
+    let (r1, r2, r3, r4, r5, rf, rt) = counts.unwrap_or_default();
+    ProductMeta {
+        ratings: [r1, r2, r3, r4, r5],
+        recommend_false: rf,
+        recommend_true: rt,
+        characteristics: characteristics
+            .into_iter()
+            .map(|(id, name, rating_sum, rating_count)| CharacteristicMeta {
+                id,
+                name,
+                rating_sum,
+                rating_count,
+            })
+            .collect(),
+    }
+}

@@ -1,0 +1,147 @@
+//! `reviews up`: the whole stack on one machine, on SQLite, in one command. It makes a demo
+//! data set if the database is empty, starts N API processes (real child processes of this
+//! binary, as they run in production) and waits until each is ready, prints where to point a
+//! browser or curl, and stops everything cleanly on Ctrl-C or SIGTERM.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::process::{Child, Command};
+
+#[derive(Debug, clap::Args)]
+pub struct UpArgs {
+    /// API processes to start.
+    #[arg(long, default_value_t = 2)]
+    pub apis: u16,
+    /// The SQLite file (created and filled with demo data if empty).
+    #[arg(long, default_value = "data/reviews.db")]
+    pub db: PathBuf,
+    /// First API port; process i listens on port + i, its metrics on port + 100 + i.
+    #[arg(long, default_value_t = 3001)]
+    pub api_port: u16,
+}
+
+pub fn main(args: UpArgs) -> anyhow::Result<ExitCode> {
+    if args.apis == 0 {
+        bail!("--apis must be at least 1");
+    }
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    rt.block_on(run(args))
+}
+
+async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+    if let Some(dir) = args.db.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
+    }
+    let db_url = format!("sqlite://{}", args.db.display());
+    let exe = std::env::current_exe().context("cannot find this executable")?;
+
+    let mut children: Vec<(SocketAddr, Child)> = Vec::new();
+    for i in 0..args.apis {
+        let addr = SocketAddr::from(([127, 0, 0, 1], args.api_port + i));
+        let metrics = SocketAddr::from(([127, 0, 0, 1], args.api_port + 100 + i));
+        let child = Command::new(&exe)
+            .args([
+                "api",
+                "--listen",
+                &addr.to_string(),
+                "--metrics-listen",
+                &metrics.to_string(),
+            ])
+            .args(["--database-url", &db_url])
+            .kill_on_drop(true)
+            .spawn()
+            .context("cannot start an API process")?;
+        children.push((addr, child));
+    }
+    for (addr, child) in &mut children {
+        wait_ready(*addr, child).await?;
+    }
+    let first = children[0].0;
+    println!();
+    println!(
+        "Reviews stack is up on {} ({} API processes, SQLite at {}):",
+        first,
+        args.apis,
+        args.db.display()
+    );
+    for (addr, _) in &children {
+        println!("  API  http://{addr}");
+    }
+    println!();
+    println!("Try:  curl 'http://{first}/reviews/meta?product_id=1'");
+    println!("      curl 'http://{first}/reviews?product_id=1&count=2'");
+    println!("Ctrl-C stops everything.");
+
+    tokio::select! {
+        _ = reviews_api::server::shutdown_signal() => {}
+        (res, idx, _) = futures_select(&mut children) => {
+            bail!("API process {idx} exited unexpectedly: {res:?}");
+        }
+    }
+    eprintln!("stopping…");
+    stop_all(children).await;
+    Ok(ExitCode::SUCCESS)
+}
+
+/// Resolves when any child exits, with its status and index.
+async fn futures_select(
+    children: &mut [(SocketAddr, Child)],
+) -> (std::io::Result<std::process::ExitStatus>, usize, ()) {
+    let waits = children.iter_mut().map(|(_, c)| Box::pin(c.wait()));
+    let (res, idx, _) = futures::future::select_all(waits).await;
+    (res, idx, ())
+}
+
+/// SIGTERM each child (they drain in-flight requests), then wait; SIGKILL stragglers.
+async fn stop_all(children: Vec<(SocketAddr, Child)>) {
+    for (_, child) in &children {
+        if let Some(pid) = child.id() {
+            let _ = nix::sys::signal::kill(
+                nix::unistd::Pid::from_raw(pid as i32),
+                nix::sys::signal::Signal::SIGTERM,
+            );
+        }
+    }
+    for (_, mut child) in children {
+        if tokio::time::timeout(Duration::from_secs(15), child.wait())
+            .await
+            .is_err()
+        {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// Polls `GET /readyz` until it answers 200, failing early if the process dies.
+async fn wait_ready(addr: SocketAddr, child: &mut Child) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Some(status) = child.try_wait()? {
+            bail!("the API process for {addr} exited during startup ({status}); see its log above");
+        }
+        if readyz(addr).await.unwrap_or(false) {
+            return Ok(());
+        }
+        if Instant::now() > deadline {
+            bail!("the API process for {addr} was not ready after 30 s");
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+/// A bare HTTP/1.0 GET, enough for a readiness probe without pulling in an HTTP client.
+async fn readyz(addr: SocketAddr) -> std::io::Result<bool> {
+    let mut s = tokio::net::TcpStream::connect(addr).await?;
+    s.write_all(b"GET /readyz HTTP/1.0\r\nHost: localhost\r\n\r\n")
+        .await?;
+    let mut buf = Vec::new();
+    s.read_to_end(&mut buf).await?;
+    Ok(buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200"))
+}
