@@ -23,6 +23,9 @@ pub struct UpArgs {
     /// First API port; process i listens on port + i, its metrics on port + 100 + i.
     #[arg(long, default_value_t = 3001)]
     pub api_port: u16,
+    /// Products in the demo data set made when the database is empty (ids 1..=N).
+    #[arg(long, default_value_t = 100_000)]
+    pub demo_products: u64,
 }
 
 pub fn main(args: UpArgs) -> anyhow::Result<ExitCode> {
@@ -40,6 +43,9 @@ async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         std::fs::create_dir_all(dir).with_context(|| format!("cannot create {}", dir.display()))?;
     }
     let db_url = format!("sqlite://{}", args.db.display());
+    if !reviews_api::store::has_reviews(&db_url).await? {
+        make_demo_data(&args, &db_url).await?;
+    }
     let exe = std::env::current_exe().context("cannot find this executable")?;
 
     let mut children: Vec<(SocketAddr, Child)> = Vec::new();
@@ -88,6 +94,31 @@ async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     eprintln!("stopping…");
     stop_all(children).await;
     Ok(ExitCode::SUCCESS)
+}
+
+/// Generates a demo data set with the project's own generator and imports it, so a fresh
+/// clone has something to serve. Deterministic: the same products every time.
+async fn make_demo_data(args: &UpArgs, db_url: &str) -> anyhow::Result<()> {
+    let csv_dir = args.db.with_extension("demo-csv");
+    eprintln!(
+        "{} is empty: generating a demo data set of {} products into {} …",
+        args.db.display(),
+        args.demo_products,
+        csv_dir.display()
+    );
+    let gen_opts = reviews_api::generate::GenerateOptions::new(&csv_dir, args.demo_products);
+    tokio::task::spawn_blocking(move || reviews_api::generate::generate(&gen_opts))
+        .await
+        .context("the generator panicked")??;
+    eprintln!("importing it …");
+    let mut opts = reviews_api::import::ImportOptions::new(db_url, &csv_dir);
+    opts.rejects = csv_dir.join("rejects.csv");
+    opts.progress = std::io::IsTerminal::is_terminal(&std::io::stderr());
+    let summary = reviews_api::import::import(&opts).await?;
+    eprintln!("{summary}");
+    // The CSVs were only a means to fill the database.
+    let _ = std::fs::remove_dir_all(&csv_dir);
+    Ok(())
 }
 
 /// Resolves when any child exits, with its status and index.

@@ -212,6 +212,24 @@ pub async fn open(url: &str, limits: &DbLimits) -> anyhow::Result<std::sync::Arc
     }
 }
 
+/// Whether the database a URL names holds any review (false for a new, empty database).
+/// Runs the migrations first, so it also prepares a new file.
+pub async fn has_reviews(url: &str) -> anyhow::Result<bool> {
+    let limits = DbLimits::default();
+    let found: Option<i64> = if is_postgres_url(url) {
+        let store = PostgresStore::open(url, &limits).await?;
+        sqlx::query_scalar("SELECT id FROM reviews LIMIT 1")
+            .fetch_optional(store.pool())
+            .await?
+    } else {
+        let store = SqliteStore::open(url, &limits).await?;
+        sqlx::query_scalar("SELECT id FROM reviews LIMIT 1")
+            .fetch_optional(store.readers())
+            .await?
+    };
+    Ok(found.is_some())
+}
+
 /// Builds `name` of the five rating columns for a 1..=5 rating (used in the aggregate
 /// upserts; the rating was checked, so the index is in range).
 fn rating_column(rating: u8) -> &'static str {

@@ -44,6 +44,10 @@ impl PostgresStore {
             max: limits.max_connections.max(1),
         })
     }
+
+    pub(super) fn pool(&self) -> &PgPool {
+        &self.pool
+    }
 }
 
 /// The URL without its password, for messages.

@@ -70,6 +70,10 @@ impl SqliteStore {
             max_readers: limits.max_connections.max(1),
         })
     }
+
+    pub(super) fn readers(&self) -> &SqlitePool {
+        &self.readers
+    }
 }
 
 /// One statement per order; each matches one partial index column for column.

@@ -218,7 +218,6 @@ impl TestApp {
 }
 
 /// The folder of the real data sample, if this checkout has it beside it.
-#[allow(dead_code)] // the sample-based tests arrive with the importer
 pub fn sample_dir() -> Option<PathBuf> {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("../../shared/data/atelier-sample");
     if dir.join("reviews.csv").is_file() {

@@ -5,4 +5,6 @@ mod config;
 mod conformance;
 mod faults;
 mod helpers;
+mod import;
 mod openapi;
+mod sample;
