@@ -61,20 +61,23 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// One statement per order; each matches one partial index column for column. The casts in the
+/// select list are renamed so that ORDER BY names the stored columns, not the cast
+/// expressions (which no index covers, and PostgreSQL would sort).
 fn list_sql(sort: Sort) -> &'static str {
     match sort {
         Sort::Newest => {
-            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
              FROM reviews WHERE product_id = $1 AND NOT reported \
              ORDER BY date_ms DESC, id DESC LIMIT $2 OFFSET $3"
         }
         Sort::Helpful => {
-            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
              FROM reviews WHERE product_id = $1 AND NOT reported \
              ORDER BY helpfulness DESC, id ASC LIMIT $2 OFFSET $3"
         }
         Sort::Relevant => {
-            "SELECT id, rating::BIGINT, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT \
+            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
              FROM reviews WHERE product_id = $1 AND NOT reported \
              ORDER BY helpfulness DESC, date_ms DESC, id DESC LIMIT $2 OFFSET $3"
         }
@@ -226,5 +229,68 @@ impl ReviewStore for PostgresStore {
 
     fn backend(&self) -> &'static str {
         "postgres"
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each order is an index scan of its partial index with no Sort node. Sequential scans
+    /// are switched off so the tiny test table does not hide which index would serve the order.
+    #[tokio::test]
+    async fn every_sort_order_reads_its_own_index_without_sorting() {
+        let Ok(admin) = std::env::var("REVIEWS_TEST_DATABASE_URL") else {
+            eprintln!("skipped on PostgreSQL: set REVIEWS_TEST_DATABASE_URL to run it");
+            return;
+        };
+        let name = format!("reviews_plan_{}", std::process::id());
+        let mut conn = <sqlx::PgConnection as sqlx::Connection>::connect(&admin)
+            .await
+            .unwrap();
+        for stmt in [
+            format!("DROP DATABASE IF EXISTS {name}"),
+            format!("CREATE DATABASE {name}"),
+        ] {
+            sqlx::raw_sql(sqlx::AssertSqlSafe(stmt))
+                .execute(&mut conn)
+                .await
+                .unwrap();
+        }
+        let mut url = url::Url::parse(&admin).unwrap();
+        url.set_path(&name);
+        let store = PostgresStore::open(url.as_str(), &DbLimits::default())
+            .await
+            .unwrap();
+        for (sort, index) in [
+            (Sort::Newest, "reviews_by_newest"),
+            (Sort::Helpful, "reviews_by_helpful"),
+            (Sort::Relevant, "reviews_by_relevant"),
+        ] {
+            let mut tx = store.pool.begin().await.unwrap();
+            sqlx::raw_sql("SET LOCAL enable_seqscan = off; SET LOCAL enable_bitmapscan = off")
+                .execute(&mut *tx)
+                .await
+                .unwrap();
+            let sql = format!("EXPLAIN {}", list_sql(sort));
+            let plan: Vec<String> = sqlx::query_scalar(sqlx::AssertSqlSafe(sql))
+                .bind(1_i64)
+                .bind(5_i64)
+                .bind(0_i64)
+                .fetch_all(&mut *tx)
+                .await
+                .unwrap();
+            assert!(plan.iter().any(|p| p.contains(index)), "{sort:?}: {plan:?}");
+            assert!(
+                !plan.iter().any(|p| p.contains("Sort")),
+                "{sort:?} sorts: {plan:?}"
+            );
+        }
+        store.pool.close().await;
+        let _ = sqlx::raw_sql(sqlx::AssertSqlSafe(format!(
+            "DROP DATABASE IF EXISTS {name} WITH (FORCE)"
+        )))
+        .execute(&mut conn)
+        .await;
     }
 }

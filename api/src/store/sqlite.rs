@@ -245,3 +245,37 @@ impl ReviewStore for SqliteStore {
         "sqlite"
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Each order is read straight off its partial index: SQLite's plan names the index and
+    /// needs no temporary B-tree to sort a product's rows.
+    #[tokio::test]
+    async fn every_sort_order_reads_its_own_index_without_sorting() {
+        let dir = tempfile::tempdir().unwrap();
+        let url = format!("sqlite://{}", dir.path().join("plan.db").display());
+        let store = SqliteStore::open(&url, &DbLimits::default()).await.unwrap();
+        for (sort, index) in [
+            (Sort::Newest, "reviews_by_newest"),
+            (Sort::Helpful, "reviews_by_helpful"),
+            (Sort::Relevant, "reviews_by_relevant"),
+        ] {
+            let sql = format!("EXPLAIN QUERY PLAN {}", list_sql(sort));
+            let rows: Vec<(i64, i64, i64, String)> = sqlx::query_as(sqlx::AssertSqlSafe(sql))
+                .bind(1_i64)
+                .bind(5_i64)
+                .bind(0_i64)
+                .fetch_all(&store.readers)
+                .await
+                .unwrap();
+            let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();
+            assert!(plan.iter().any(|p| p.contains(index)), "{sort:?}: {plan:?}");
+            assert!(
+                !plan.iter().any(|p| p.contains("TEMP B-TREE")),
+                "{sort:?} sorts: {plan:?}"
+            );
+        }
+    }
+}
