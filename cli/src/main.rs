@@ -28,6 +28,8 @@ enum Command {
     Import(reviews_api::import::ImportArgs),
     /// Write a realistic data set in the four-CSV format (the full size by default).
     Generate(reviews_api::generate::GenerateArgs),
+    /// Run the edge: load balancer and response cache in front of the API processes.
+    Proxy(reviews_proxy::ProxyArgs),
     /// Run the whole stack locally on SQLite (demo data if the database is empty).
     Up(up::UpArgs),
     /// Drive fixed-rate HTTP load at a server and report latency and errors.
@@ -50,6 +52,7 @@ fn main() -> ExitCode {
             block_on(reviews_api::import::run_cli(args)).map(|_| ExitCode::SUCCESS)
         }
         Command::Generate(args) => reviews_api::generate::run_cli(args).map(|()| ExitCode::SUCCESS),
+        Command::Proxy(args) => reviews_proxy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Up(args) => up::main(args),
         Command::Load(args) => reviews_loadtest::run(args),
     };

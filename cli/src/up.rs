@@ -1,7 +1,8 @@
 //! `reviews up`: the whole stack on one machine, on SQLite, in one command. It makes a demo
 //! data set if the database is empty, starts N API processes (real child processes of this
-//! binary, as they run in production) and waits until each is ready, prints where to point a
-//! browser or curl, and stops everything cleanly on Ctrl-C or SIGTERM.
+//! binary, as they run in production), waits until each is ready, puts the edge (load
+//! balancer and cache) in front of them, prints where to point curl, and stops everything
+//! cleanly on Ctrl-C or SIGTERM.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -23,6 +24,15 @@ pub struct UpArgs {
     /// First API port; process i listens on port + i, its metrics on port + 100 + i.
     #[arg(long, default_value_t = 3001)]
     pub api_port: u16,
+    /// The edge's public port (what clients use).
+    #[arg(long, default_value_t = 8080)]
+    pub port: u16,
+    /// The edge's admin port (/metrics, /purge).
+    #[arg(long, default_value_t = 9090)]
+    pub admin_port: u16,
+    /// The edge's cache size.
+    #[arg(long, default_value = "256MiB")]
+    pub cache_size: reviews_shared::units::ByteSize,
     /// Products in the demo data set made when the database is empty (ids 1..=N).
     #[arg(long, default_value_t = 100_000)]
     pub demo_products: u64,
@@ -69,20 +79,35 @@ async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     for (addr, child) in &mut children {
         wait_ready(*addr, child).await?;
     }
-    let first = children[0].0;
+    let mut edge_config = reviews_proxy::EdgeConfig::for_reviews(children.iter().map(|(a, _)| *a));
+    edge_config.listen = SocketAddr::from(([127, 0, 0, 1], args.port));
+    edge_config.admin = SocketAddr::from(([127, 0, 0, 1], args.admin_port));
+    edge_config.cache.max_size = args.cache_size.bytes();
+    let edge = tokio::task::spawn_blocking(move || reviews_proxy::start(edge_config))
+        .await
+        .context("the edge panicked while starting")?
+        .context("cannot start the edge")?;
+    let front = edge.listen;
     println!();
     println!(
-        "Reviews stack is up on {} ({} API processes, SQLite at {}):",
-        first,
+        "Reviews stack is up on http://{front} (edge with a {} cache over {} API processes, SQLite at {}):",
+        args.cache_size,
         args.apis,
         args.db.display()
     );
+    println!(
+        "  edge  http://{front}  (metrics: http://{}/metrics)",
+        edge.admin
+    );
     for (addr, _) in &children {
-        println!("  API  http://{addr}");
+        println!("  API   http://{addr}");
     }
     println!();
-    println!("Try:  curl 'http://{first}/reviews/meta?product_id=1'");
-    println!("      curl 'http://{first}/reviews?product_id=1&count=2'");
+    println!(
+        "Try:  curl -i 'http://{front}/reviews/meta?product_id=1'   (again for X-Cache-Status: hit)"
+    );
+    println!("      curl 'http://{front}/reviews?product_id=1&count=2'");
+    println!("      reviews load --url http://{front} --scenario reviews-random50k-7k");
     println!("Ctrl-C stops everything.");
 
     tokio::select! {
@@ -92,6 +117,8 @@ async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
         }
     }
     eprintln!("stopping…");
+    // The edge first, so no request is sent to an API process that is going away.
+    tokio::task::spawn_blocking(move || edge.shutdown_gracefully()).await?;
     stop_all(children).await;
     Ok(ExitCode::SUCCESS)
 }

@@ -1,0 +1,256 @@
+#!/usr/bin/env bash
+# Cache-hit throughput and latency of the Reviews edge vs NGINX proxy_cache configured as the
+# original deployment (keys_zone, max_size=3g, worker_connections 2000, worker_rlimit_nofile),
+# in one run, on this machine, in front of the same origin, over the same warmed keys.
+# The proxy under test is pinned to one core, wrk to the other (taskset). 127.0.0.1 only.
+#
+#   bench/edge-vs-nginx.sh              # hit benchmark (identity and gzip) + miss path
+#   RSS=1 bench/edge-vs-nginx.sh        # also: fill a 512MiB cache and report RSS
+#
+# Knobs: KEYS (10000) DURATION (10s) ROUNDS (3) CONNS (64) WRK_THREADS (2) PROXY_CPU (0) CLIENT_CPU (1)
+set -euo pipefail
+
+ROOT=$(cd "$(dirname "$0")/.." && pwd)
+KEYS=${KEYS:-10000}
+DURATION=${DURATION:-10s}
+ROUNDS=${ROUNDS:-3}
+CONNS=${CONNS:-64}
+WRK_THREADS=${WRK_THREADS:-2}
+PROXY_CPU=${PROXY_CPU:-0}
+CLIENT_CPU=${CLIENT_CPU:-1}
+ORIGIN_PORT=${ORIGIN_PORT:-28901}
+EDGE_PORT=${EDGE_PORT:-28980}
+EDGE_ADMIN=${EDGE_ADMIN:-28990}
+NGINX_PORT=${NGINX_PORT:-28981}
+WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
+PIDS=()
+
+cleanup() {
+    for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
+    wait 2>/dev/null || true
+    rm -rf "$WORK"
+}
+trap cleanup EXIT
+
+need() { command -v "$1" >/dev/null 2>&1; }
+for port in $ORIGIN_PORT $EDGE_PORT $EDGE_ADMIN $NGINX_PORT; do
+    if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
+        echo "port $port is already in use; set ORIGIN_PORT/EDGE_PORT/EDGE_ADMIN/NGINX_PORT" >&2
+        exit 1
+    fi
+done
+if ! need nginx || ! need wrk; then
+    apt-get update -qq && apt-get install -y -qq nginx-light wrk >/dev/null
+fi
+
+echo "building (release)…" >&2
+(cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews-proxy --examples)
+BIN="$ROOT/target/release/examples"
+
+wait_port() {
+    for _ in $(seq 1 100); do
+        if (echo >"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
+        sleep 0.1
+    done
+    echo "nothing listens on $1" >&2
+    exit 1
+}
+
+# --- origin (shares the client core; it only works during warm-up and the miss runs) ---
+taskset -c "$CLIENT_CPU" "$BIN/bench_origin" --listen "127.0.0.1:$ORIGIN_PORT" --max-age 3600 --threads 1 \
+    >"$WORK/origin.log" 2>&1 &
+PIDS+=($!)
+wait_port $ORIGIN_PORT
+
+# --- the edge ---
+edge_config() { # $1 = cache size
+    cat <<TOML
+threads = 1
+max_connections = 8000
+[listen]
+address = "127.0.0.1:$EDGE_PORT"
+[admin]
+address = "127.0.0.1:$EDGE_ADMIN"
+[upstream]
+keepalive_pool = 128
+[[upstream.servers]]
+address = "127.0.0.1:$ORIGIN_PORT"
+[upstream.health]
+interval = "5s"
+[cache]
+max_size = "$1"
+default_ttl = "1h"
+[[cache.routes]]
+path = "/reviews"
+params = ["product_id", "page", "count", "sort"]
+defaults = { page = "1", count = "5", sort = "relevant" }
+[[cache.routes]]
+path = "/reviews/meta"
+params = ["product_id"]
+[shutdown]
+grace_period = "0s"
+graceful_timeout = "1s"
+upgrade_sock = "$WORK/edge-upgrade.sock"
+pid_file = "$WORK/edge.pid"
+[log]
+level = "warn"
+format = "compact"
+TOML
+}
+edge_config 3GiB >"$WORK/edge.toml"
+start_edge() {
+    taskset -c "$PROXY_CPU" "$BIN/edge" --config "$WORK/edge.toml" >"$WORK/edge.log" 2>&1 &
+    EDGE_PID=$!
+    PIDS+=($EDGE_PID)
+    wait_port $EDGE_PORT
+}
+start_edge
+
+# --- NGINX as the original ran it (one worker on the proxy core) ---
+mkdir -p "$WORK/nginx/cache" "$WORK/nginx/logs"
+# NGINX workers run unprivileged: let them reach the cache directory.
+chmod 755 "$WORK"
+chmod -R 777 "$WORK/nginx"
+cat >"$WORK/nginx/nginx.conf" <<CONF
+worker_processes 1;
+# The original asked for 40000; the hard limit here is 20000, so NGINX gets what it can.
+worker_rlimit_nofile 20000;
+pid $WORK/nginx/nginx.pid;
+error_log $WORK/nginx/logs/error.log warn;
+events { worker_connections 2000; }
+http {
+    access_log off;
+    proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=reviews:100m max_size=3g inactive=60m use_temp_path=off;
+    upstream api { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
+    gzip on;
+    gzip_types application/json;
+    gzip_min_length 1024;
+    gzip_vary on;
+    server {
+        listen 127.0.0.1:$NGINX_PORT reuseport backlog=4096;
+        location / {
+            proxy_pass http://api;
+            proxy_http_version 1.1;
+            proxy_set_header Connection "";
+            proxy_cache reviews;
+            proxy_cache_lock on;
+            proxy_cache_valid 200 1h;
+            add_header X-Cache-Status \$upstream_cache_status;
+        }
+    }
+}
+CONF
+taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
+PIDS+=($!)
+wait_port $NGINX_PORT
+
+# --- warm both caches with the same keys ---
+warm() { # $1 = port
+    python3 - "$1" "$KEYS" <<'PY'
+import http.client, sys
+port, keys = int(sys.argv[1]), int(sys.argv[2])
+c = http.client.HTTPConnection("127.0.0.1", port)
+statuses = {}
+for rnd in range(2):
+    for i in range(1, keys + 1):
+        c.request("GET", f"/reviews?product_id={i}")
+        r = c.getresponse(); r.read()
+        s = r.getheader("X-Cache-Status", "?")
+        if rnd == 1: statuses[s] = statuses.get(s, 0) + 1
+print(f"  second pass over {keys} keys on :{port}: {statuses}", file=sys.stderr)
+PY
+}
+echo "warming $KEYS keys…" >&2
+warm $EDGE_PORT
+warm $NGINX_PORT
+
+cat >"$WORK/hits.lua" <<LUA
+-- Random product ids over the warmed keys.
+math.randomseed(os.time())
+request = function()
+  return wrk.format("GET", "/reviews?product_id=" .. math.random(1, $KEYS))
+end
+LUA
+cat >"$WORK/misses.lua" <<'LUA'
+-- Never-seen product ids: every request misses and fills (ids far above the warmed ones,
+-- distinct per thread and per run).
+local n = 0
+local id = 0
+local run = os.time() % 1000000
+setup = function(thread) id = id + 1; thread:set("tid", id) end
+request = function()
+  n = n + 1
+  return wrk.format("GET", "/reviews?product_id=" .. (tid * 1000000000000 + run * 100000 + n))
+end
+LUA
+
+run_wrk() { # $1 port, $2 script, $3 extra header ("" for none)
+    local args=(-t"$WRK_THREADS" -c"$CONNS" -d"$DURATION" --latency -s "$2")
+    [ -n "$3" ] && args+=(-H "$3")
+    taskset -c "$CLIENT_CPU" wrk "${args[@]}" "http://127.0.0.1:$1/" >"$WORK/wrk.out" 2>&1
+    python3 - "$WORK/wrk.out" <<'PY'
+import re, sys
+t = open(sys.argv[1]).read()
+rps = float(re.search(r"Requests/sec:\s+([\d.]+)", t).group(1))
+def ms(label):
+    m = re.search(label + r"\s+([\d.]+)(us|ms|s)\b", t)
+    v, u = float(m.group(1)), m.group(2)
+    return v / 1000 if u == "us" else v * 1000 if u == "s" else v
+avg = ms(r"Latency")
+p50, p99 = ms(r"50%"), ms(r"99%")
+errs = re.search(r"Non-2xx or 3xx responses: (\d+)", t)
+sock = re.search(r"Socket errors: (.*)", t)
+print(f"{rps:.0f} {avg:.3f} {p50:.3f} {p99:.3f} {errs.group(1) if errs else 0} {'yes' if sock else 'no'}")
+PY
+}
+
+# The machine is shared: runs alternate edge/nginx ROUNDS times and the medians are compared.
+median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
+printf '\n%-22s %-6s %-28s %-28s\n' scenario proxy 'req/s (each round)' 'p99 ms (each round)'
+SUMMARY=""
+for scenario in "hit identity|" "hit gzip|Accept-Encoding: gzip" "miss (fill) identity|"; do
+    name=${scenario%%|*}; header=${scenario#*|}
+    script="$WORK/hits.lua"; [[ $name == miss* ]] && script="$WORK/misses.lua"
+    declare -A RPS=() P99=()
+    for _ in $(seq 1 "$ROUNDS"); do
+        for proxy in edge nginx; do
+            port=$EDGE_PORT; [ $proxy = nginx ] && port=$NGINX_PORT
+            read -r rps _ _ p99 errs _ <<<"$(run_wrk "$port" "$script" "$header")"
+            [ "$errs" != 0 ] && echo "  $proxy: $errs non-2xx responses!" >&2
+            RPS[$proxy]+="$rps "; P99[$proxy]+="$p99 "
+        done
+    done
+    for proxy in edge nginx; do
+        printf '%-22s %-6s %-28s %-28s\n' "$name" "$proxy" "${RPS[$proxy]}" "${P99[$proxy]}"
+    done
+    er=$(median <<<"${RPS[edge]}"); nr=$(median <<<"${RPS[nginx]}")
+    ep=$(median <<<"${P99[edge]}"); np=$(median <<<"${P99[nginx]}")
+    SUMMARY+=$(printf '| %-20s | %8s | %8s | %5.2fx | %7s | %7s |' "$name" "$er" "$nr" \
+        "$(awk -v a="$er" -v b="$nr" 'BEGIN { print a / b }')" "$ep" "$np")$'\n'
+done
+echo
+echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys:"
+echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms |"
+echo "|----------------------|----------|-----------|-------|-------------|--------------|"
+printf '%s' "$SUMMARY"
+echo
+echo "Edge metrics after the run:"
+curl -s "http://127.0.0.1:$EDGE_ADMIN/metrics" | grep -E '^edge_cache_(requests_total|bytes|entries|coalesced_total)' | sed 's/^/  /'
+echo "  edge RSS: $(( $(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status) / 1024 )) MiB"
+
+if [ "${RSS:-0}" = 1 ]; then
+    echo
+    echo "RSS vs cache.max_size: filling a 512MiB cache with distinct keys…"
+    kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true
+    edge_config 512MiB >"$WORK/edge.toml"
+    start_edge
+    base=$(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status)
+    DURATION=${RSS_DURATION:-60s} run_wrk $EDGE_PORT "$WORK/misses.lua" "" >/dev/null
+    curl -s "http://127.0.0.1:$EDGE_ADMIN/metrics" >"$WORK/m.txt"
+    bytes=$(awk '/^edge_cache_bytes / {print $2}' "$WORK/m.txt")
+    entries=$(awk '/^edge_cache_entries / {print $2}' "$WORK/m.txt")
+    evictions=$(awk '/^edge_cache_evictions_total / {print $2}' "$WORK/m.txt")
+    rss=$(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status)
+    echo "  max_size 512 MiB; counted $((${bytes%.*} / 1048576)) MiB in $entries entries; evictions $evictions"
+    echo "  RSS $((base / 1024)) MiB empty → $((rss / 1024)) MiB full: cache costs $(((rss - base) / 1024)) MiB for 512 MiB configured"
+fi

@@ -1,0 +1,164 @@
+//! The internal listener: `GET /metrics` (Prometheus, served by `pingora-prometheus` from
+//! the global registry), `GET /healthz`, `GET /backends`, and `POST /purge` with
+//! `Authorization: Bearer <admin.token>`:
+//! - `/purge?tag=product-2` (repeatable): every entry carrying a tag;
+//! - `/purge?url=%2Freviews%3Fproduct_id%3D2`: the entry of one URL (keyed by the route rules);
+//! - `/purge?all=true`: everything.
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+use http::{Method, Response, StatusCode};
+use pingora_core::apps::http_app::ServeHttp;
+use pingora_core::protocols::http::ServerSession;
+use pingora_prometheus::PrometheusHttpApp;
+
+use crate::balancer::Balancer;
+use crate::cache::{Cache, key::cache_key};
+use crate::metrics;
+
+pub struct Admin {
+    pub cache: Arc<Cache>,
+    pub balancer: Arc<Balancer>,
+    pub token: Option<String>,
+}
+
+fn text(status: StatusCode, body: impl Into<String>) -> Response<Vec<u8>> {
+    let body = body.into().into_bytes();
+    Response::builder()
+        .status(status)
+        .header(http::header::CONTENT_TYPE, "text/plain; charset=utf-8")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static parts")
+}
+
+fn json(body: String) -> Response<Vec<u8>> {
+    let body = body.into_bytes();
+    Response::builder()
+        .status(StatusCode::OK)
+        .header(http::header::CONTENT_TYPE, "application/json")
+        .header(http::header::CONTENT_LENGTH, body.len())
+        .body(body)
+        .expect("static parts")
+}
+
+impl Admin {
+    /// Brings the gauges that are read rather than counted up to date.
+    pub fn refresh_gauges(&self) {
+        self.cache.sync();
+        metrics::CACHE_BYTES.set(self.cache.weighted_size() as i64);
+        metrics::CACHE_ENTRIES.set(self.cache.entry_count() as i64);
+        metrics::CACHE_MAX_BYTES.set(self.cache.config.max_size as i64);
+        if let Some(n) = metrics::open_fds() {
+            metrics::OPEN_FDS.set(n);
+        }
+        if let Ok((soft, _)) = rlimit::getrlimit(rlimit::Resource::NOFILE) {
+            metrics::NOFILE_LIMIT.set(soft as i64);
+        }
+        for b in self.balancer.backends() {
+            self.balancer.refresh_gauge(b);
+        }
+    }
+
+    fn backends_json(&self) -> String {
+        let items: Vec<String> = self
+            .balancer
+            .backends()
+            .iter()
+            .map(|b| {
+                format!(
+                    r#"{{"address":"{}","weight":{},"healthy":{},"ejected":{},"in_flight":{}}}"#,
+                    b.label,
+                    b.weight,
+                    b.is_healthy(),
+                    self.balancer.is_ejected(b),
+                    b.outstanding()
+                )
+            })
+            .collect();
+        format!("[{}]\n", items.join(","))
+    }
+
+    fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
+        let req = session.req_header();
+        let Some(token) = &self.token else {
+            return text(
+                StatusCode::FORBIDDEN,
+                "purging is disabled: set admin.token\n",
+            );
+        };
+        let presented = req
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "));
+        if presented != Some(token.as_str()) {
+            return text(StatusCode::UNAUTHORIZED, "missing or wrong bearer token\n");
+        }
+        let params: Vec<(String, String)> = req
+            .uri
+            .query()
+            .map(|q| {
+                url::form_urlencoded::parse(q.as_bytes())
+                    .into_owned()
+                    .collect()
+            })
+            .unwrap_or_default();
+        let tags: Vec<&str> = params
+            .iter()
+            .filter(|(k, _)| k == "tag")
+            .map(|(_, v)| v.as_str())
+            .collect();
+        if params.iter().any(|(k, v)| k == "all" && v == "true") {
+            self.cache.purge_all();
+            metrics::CACHE_PURGES.with_label_values(&["all"]).inc();
+            return text(StatusCode::OK, "purged everything\n");
+        }
+        if !tags.is_empty() {
+            self.cache.purge_tags(&tags);
+            metrics::CACHE_PURGES.with_label_values(&["tag"]).inc();
+            return text(StatusCode::OK, format!("purged tags {}\n", tags.join(" ")));
+        }
+        if let Some((_, u)) = params.iter().find(|(k, _)| k == "url") {
+            let (path, query) = match u.split_once('?') {
+                Some((p, q)) => (p, Some(q)),
+                None => (u.as_str(), None),
+            };
+            let Some(rule) = self.cache.config.routes.iter().find(|r| r.matches(path)) else {
+                return text(StatusCode::NOT_FOUND, "no cache route matches that url\n");
+            };
+            let key = cache_key(path, query, rule);
+            self.cache.purge_key(&key);
+            metrics::CACHE_PURGES.with_label_values(&["key"]).inc();
+            return text(StatusCode::OK, format!("purged {key}\n"));
+        }
+        text(
+            StatusCode::BAD_REQUEST,
+            "say what to purge: ?tag=…, ?url=… or ?all=true\n",
+        )
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
+        let (method, path) = {
+            let req = session.req_header();
+            (req.method.clone(), req.uri.path().to_owned())
+        };
+        match (method, path.as_str()) {
+            (Method::GET, "/metrics") => {
+                self.refresh_gauges();
+                PrometheusHttpApp.response(session).await
+            }
+            (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
+            (Method::GET, "/backends") => json(self.backends_json()),
+            (Method::POST, "/purge") => self.purge(session),
+            (_, "/metrics" | "/healthz" | "/backends" | "/purge") => {
+                text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
+            }
+            _ => text(StatusCode::NOT_FOUND, "not found\n"),
+        }
+    }
+}

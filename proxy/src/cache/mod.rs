@@ -1,0 +1,425 @@
+//! The response cache: moka (TinyLFU admission, so one-hit pages don't evict hot ones)
+//! bounded in bytes, with single-flight fills, stale windows and tag (`Surrogate-Key`)
+//! invalidation.
+//!
+//! Invalidation is exact without scanning: every purge takes a number from one sequence and
+//! records it against each purged tag (and key); every entry remembers the sequence number
+//! taken when its fill *started*. An entry is valid while no purge of one of its tags (or of
+//! its key, or of everything) is newer than its fill. So a purge that lands while a fill is
+//! in flight makes that fill's result invalid on arrival, and a lookup never returns an
+//! entry older than a purge that has completed. moka's `invalidate_entries_if` then frees the
+//! memory of purged entries in the background.
+
+pub mod encoding;
+pub mod flight;
+pub mod key;
+pub mod policy;
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, OnceLock};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use moka::notification::RemovalCause;
+use parking_lot::RwLock;
+use pingora_http::ResponseHeader;
+
+use crate::config::{CacheConfig, CompressionConfig};
+use crate::metrics;
+use encoding::{Accepts, Encoding};
+use flight::{Flights, Join};
+use policy::Lifetime;
+
+/// Bytes an entry costs besides its key, header fields and bodies: moka's node, its deque
+/// and timer-wheel links and the `Arc` around the key (~400 B), our `Entry` and the
+/// `ResponseHeader` around the header map (~350 B), allocator headers of the dozen
+/// allocations (~200 B). Calibrated against RSS, see the README.
+pub const ENTRY_OVERHEAD: usize = 1024;
+/// Per header-map slot (allocated, used or not): the bucket with name and value handles and
+/// its index entry.
+const HEADER_SLOT: usize = 112;
+
+/// One cached response: the identity body, and the compressed forms made once, on first
+/// demand (by the fill itself when its client accepts one, else by the first hit that does).
+pub struct Entry {
+    /// Status, origin headers without hop-by-hop ones, `Content-Length`, `Content-Encoding`
+    /// and `Surrogate-Key`; `Vary` set by the edge.
+    pub header: ResponseHeader,
+    pub identity: Bytes,
+    /// `None` inside when compressing does not make the body smaller.
+    gzip: OnceLock<Option<Bytes>>,
+    br: OnceLock<Option<Bytes>>,
+    compressible: bool,
+    pub tags: Box<[Box<str>]>,
+    /// Purge sequence number when the fill started.
+    pub seq: u64,
+    pub stored_at: Instant,
+    pub lifetime: Lifetime,
+    pub weight: u32,
+}
+
+impl Entry {
+    pub fn age(&self, now: Instant) -> Duration {
+        now.saturating_duration_since(self.stored_at)
+    }
+
+    /// The body in `e`, compressing it the first time it is asked for. `None` for identity,
+    /// for bodies not worth compressing, and when compression does not shrink it.
+    pub fn compressed(&self, e: Encoding, config: &CompressionConfig) -> Option<Bytes> {
+        if !self.compressible {
+            return None;
+        }
+        let cell = match e {
+            Encoding::Gzip => &self.gzip,
+            Encoding::Br => &self.br,
+            Encoding::Identity => return None,
+        };
+        cell.get_or_init(|| {
+            encoding::compress(e, &self.identity, config).filter(|c| c.len() < self.identity.len())
+        })
+        .clone()
+    }
+
+    /// The client's most preferred encoding (in config order) that it accepts, else identity.
+    pub fn body_for(&self, accepts: Accepts, config: &CompressionConfig) -> (Encoding, Bytes) {
+        if self.compressible {
+            for name in &config.encodings {
+                let e = Encoding::from(*name);
+                if accepts.allows(e)
+                    && let Some(b) = self.compressed(e, config)
+                {
+                    return (e, b);
+                }
+            }
+        }
+        (Encoding::Identity, self.identity.clone())
+    }
+
+    fn keep_for(&self) -> Duration {
+        self.lifetime.fresh
+            + self
+                .lifetime
+                .stale_while_revalidate
+                .max(self.lifetime.stale_if_error)
+    }
+}
+
+/// What a lookup found.
+pub enum Lookup {
+    Fresh(Arc<Entry>),
+    /// Past its freshness; `revalidate` while inside stale-while-revalidate, `if_error` while
+    /// inside stale-if-error.
+    Stale {
+        entry: Arc<Entry>,
+        revalidate: bool,
+        if_error: bool,
+    },
+    Miss,
+}
+
+#[derive(Default)]
+struct Purges {
+    seq: AtomicU64,
+    /// Newest purge of anything; entries filled since then need no further check.
+    last: AtomicU64,
+    all_before: AtomicU64,
+    by_tag: RwLock<HashMap<Box<str>, u64>>,
+}
+
+impl Purges {
+    fn now(&self) -> u64 {
+        self.seq.load(Ordering::SeqCst)
+    }
+
+    fn purge<'a>(&self, tags: impl Iterator<Item = &'a str>) -> u64 {
+        let p = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        {
+            let mut map = self.by_tag.write();
+            for t in tags {
+                map.insert(t.into(), p);
+            }
+        }
+        self.last.fetch_max(p, Ordering::SeqCst);
+        p
+    }
+
+    fn purge_all(&self) -> u64 {
+        let p = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
+        self.all_before.fetch_max(p, Ordering::SeqCst);
+        self.last.fetch_max(p, Ordering::SeqCst);
+        p
+    }
+
+    fn is_valid(&self, seq: u64, tags: &[Box<str>], key: &str) -> bool {
+        if self.last.load(Ordering::SeqCst) <= seq {
+            return true;
+        }
+        if self.all_before.load(Ordering::SeqCst) > seq {
+            return false;
+        }
+        let map = self.by_tag.read();
+        let newer = |t: &str| map.get(t).is_some_and(|&p| p > seq);
+        !(newer(key) || tags.iter().any(|t| newer(t)))
+    }
+}
+
+pub struct Cache {
+    store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    purges: Purges,
+    flights: Arc<Flights>,
+    pub config: CacheConfig,
+    pub compression: CompressionConfig,
+}
+
+struct KeepFor;
+
+impl moka::Expiry<Arc<str>, Arc<Entry>> for KeepFor {
+    fn expire_after_create(
+        &self,
+        _k: &Arc<str>,
+        v: &Arc<Entry>,
+        _at: std::time::Instant,
+    ) -> Option<Duration> {
+        Some(v.keep_for())
+    }
+}
+
+impl Cache {
+    pub fn new(config: CacheConfig, compression: CompressionConfig) -> Self {
+        let store = moka::sync::Cache::builder()
+            .max_capacity(config.max_size)
+            .weigher(|_k: &Arc<str>, v: &Arc<Entry>| v.weight)
+            .expire_after(KeepFor)
+            .support_invalidation_closures()
+            .eviction_listener(|_k, _v, cause| match cause {
+                RemovalCause::Size => metrics::CACHE_EVICTIONS.inc(),
+                RemovalCause::Explicit => metrics::CACHE_INVALIDATIONS.inc(),
+                RemovalCause::Expired | RemovalCause::Replaced => {}
+            })
+            .build();
+        Cache {
+            store,
+            purges: Purges::default(),
+            flights: Arc::new(Flights::default()),
+            config,
+            compression,
+        }
+    }
+
+    pub fn lookup(&self, key: &str) -> Lookup {
+        let Some(entry) = self.store.get(key) else {
+            return Lookup::Miss;
+        };
+        if !self.purges.is_valid(entry.seq, &entry.tags, key) {
+            self.store.invalidate(key);
+            return Lookup::Miss;
+        }
+        let age = entry.age(Instant::now());
+        let l = entry.lifetime;
+        if age < l.fresh {
+            return Lookup::Fresh(entry);
+        }
+        let over = age - l.fresh;
+        let revalidate = over < l.stale_while_revalidate;
+        let if_error = over < l.stale_if_error;
+        if revalidate || if_error {
+            Lookup::Stale {
+                entry,
+                revalidate,
+                if_error,
+            }
+        } else {
+            Lookup::Miss
+        }
+    }
+
+    /// Becomes the filler of `key` or follows the one in flight.
+    pub fn join_fill(&self, key: &Arc<str>) -> Join {
+        self.flights.join(key)
+    }
+
+    /// The purge sequence number a fill must remember when it starts.
+    pub fn fill_started(&self) -> u64 {
+        self.purges.now()
+    }
+
+    /// Stores a filled entry unless a purge of its tags or key landed since its fill started.
+    /// Returns whether it was stored.
+    pub fn store(&self, key: Arc<str>, entry: Entry) -> bool {
+        if !self.purges.is_valid(entry.seq, &entry.tags, &key) {
+            metrics::CACHE_FILLS.with_label_values(&["purged"]).inc();
+            return false;
+        }
+        metrics::CACHE_FILLS.with_label_values(&["stored"]).inc();
+        self.store.insert(key, Arc::new(entry));
+        true
+    }
+
+    /// Invalidates every entry carrying one of `tags`. Lookups stop returning them at once;
+    /// their memory is freed by moka's housekeeping.
+    pub fn purge_tags(&self, tags: &[&str]) {
+        if tags.is_empty() {
+            return;
+        }
+        let p = self.purges.purge(tags.iter().copied());
+        let owned: Vec<Box<str>> = tags.iter().map(|t| (*t).into()).collect();
+        let _ = self.store.invalidate_entries_if(move |_k, v| {
+            v.seq < p && v.tags.iter().any(|t| owned.contains(t))
+        });
+    }
+
+    pub fn purge_key(&self, key: &str) {
+        self.purges.purge(std::iter::once(key));
+        self.store.invalidate(key);
+    }
+
+    pub fn purge_all(&self) {
+        self.purges.purge_all();
+        self.store.invalidate_all();
+    }
+
+    pub fn weighted_size(&self) -> u64 {
+        self.store.weighted_size()
+    }
+
+    pub fn entry_count(&self) -> u64 {
+        self.store.entry_count()
+    }
+
+    /// Lets moka apply pending evictions so the size figures are current.
+    pub fn sync(&self) {
+        self.store.run_pending_tasks();
+    }
+}
+
+/// Headers never stored: hop-by-hop ones, those the edge sets per response, and the
+/// `Surrogate-Key` tags, which are kept beside the entry and never shown to clients.
+const NOT_STORED: [&str; 11] = [
+    "connection",
+    "keep-alive",
+    "proxy-connection",
+    "transfer-encoding",
+    "te",
+    "trailer",
+    "upgrade",
+    "content-length",
+    "age",
+    "vary",
+    "surrogate-key",
+];
+
+/// Builds the entry a fill stores: the origin's headers cleaned up, the identity body and
+/// the compressed forms that are worth keeping.
+pub fn build_entry(
+    key_len: usize,
+    upstream: &ResponseHeader,
+    body: Bytes,
+    lifetime: Lifetime,
+    tags: Box<[Box<str>]>,
+    seq: u64,
+    compression: &CompressionConfig,
+) -> Entry {
+    // Without the case-preserving name map: half the work to clone on every hit.
+    let mut header =
+        ResponseHeader::build_no_case(upstream.status, Some(upstream.headers.len() + 4))
+            .expect("a valid status stays valid");
+    let mut weight = ENTRY_OVERHEAD + key_len;
+    for (name, value) in upstream.headers.iter() {
+        if NOT_STORED.contains(&name.as_str()) {
+            continue;
+        }
+        weight += name.as_str().len() + value.len();
+        // Copies, not clones: a parsed header shares the upstream read buffer (kilobytes),
+        // which a clone would keep alive for the life of the entry.
+        let (Ok(name), Ok(value)) = (
+            http::HeaderName::from_bytes(name.as_str().as_bytes()),
+            http::HeaderValue::from_bytes(value.as_bytes()),
+        ) else {
+            continue;
+        };
+        let _ = header.append_header(name, value);
+    }
+    let compressible =
+        compression.enabled && body.len() >= compression.min_size && is_compressible(upstream);
+    if compressible {
+        // Compressed forms are made later, on demand; they are charged up front at 40% of
+        // the body each (JSON of a few KiB compresses to 25–40%) so the weight never grows.
+        weight += compression.encodings.len() * body.len() * 2 / 5;
+    }
+    if compression.enabled {
+        let _ = header.insert_header(http::header::VARY, "Accept-Encoding");
+        weight += 16;
+    }
+    weight += header.headers.capacity() * HEADER_SLOT;
+    weight += body.len();
+    weight += tags.iter().map(|t| t.len() + 16).sum::<usize>();
+    Entry {
+        header,
+        identity: body,
+        gzip: OnceLock::new(),
+        br: OnceLock::new(),
+        compressible,
+        tags,
+        seq,
+        stored_at: Instant::now(),
+        lifetime,
+        weight: u32::try_from(weight).unwrap_or(u32::MAX),
+    }
+}
+
+/// Text-like bodies the origin did not encode already.
+pub fn is_compressible(h: &ResponseHeader) -> bool {
+    if h.headers.contains_key(http::header::CONTENT_ENCODING) {
+        return false;
+    }
+    let ct = h
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    ct.is_empty()
+        || ct.starts_with("text/")
+        || ct.contains("json")
+        || ct.contains("javascript")
+        || ct.contains("xml")
+        || ct.contains("svg")
+}
+
+/// The `Surrogate-Key` tags of a response, space separated (Fastly's convention).
+pub fn surrogate_keys(h: &ResponseHeader) -> Box<[Box<str>]> {
+    h.headers
+        .get_all("surrogate-key")
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(str::split_ascii_whitespace)
+        .map(Box::from)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_purge_during_a_fill_invalidates_the_fill() {
+        let p = Purges::default();
+        let started = p.now();
+        p.purge(["product-2"].into_iter());
+        let tags: Box<[Box<str>]> = vec!["product-2".into()].into();
+        assert!(!p.is_valid(started, &tags, "k"));
+        // A fill starting after the purge is fine, and other tags are untouched.
+        assert!(p.is_valid(p.now(), &tags, "k"));
+        let other: Box<[Box<str>]> = vec!["product-3".into()].into();
+        assert!(p.is_valid(started, &other, "k"));
+    }
+
+    #[test]
+    fn purge_all_invalidates_everything_older() {
+        let p = Purges::default();
+        let started = p.now();
+        p.purge_all();
+        assert!(!p.is_valid(started, &[], "k"));
+        assert!(p.is_valid(p.now(), &[], "k"));
+    }
+}

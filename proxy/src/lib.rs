@@ -1,0 +1,18 @@
+//! The Reviews edge: a Pingora reverse proxy in front of the stateless API servers, with
+//! weighted round robin or least-outstanding balancing, active and passive health,
+//! retries on another backend, and an in-memory, byte-bounded response cache (moka) that
+//! coalesces misses, serves stale copies and is invalidated by the writes passing through it.
+//!
+//! `reviews proxy --config edge.toml` calls [`run`]; tests and `reviews up` call [`start`].
+
+pub mod admin;
+pub mod balancer;
+pub mod cache;
+pub mod config;
+pub mod health;
+pub mod metrics;
+pub mod proxy;
+mod server;
+
+pub use config::{EdgeConfig, RouteRule, Upstream, reviews_routes};
+pub use server::{ProxyArgs, RunningEdge, run, start};

@@ -1,0 +1,172 @@
+//! Prometheus series of the edge, registered once in `prometheus` 0.14's global registry (the
+//! one `pingora-prometheus` serves on the admin listener). All names start with `edge_`;
+//! labels are route templates, status classes, cache statuses and backend addresses, never
+//! product ids.
+
+use std::sync::LazyLock;
+
+use prometheus::{
+    HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_histogram_vec,
+    register_int_counter, register_int_counter_vec, register_int_gauge, register_int_gauge_vec,
+};
+
+/// From 0.5 ms: cache hits are sub-millisecond.
+const LATENCY_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0,
+];
+
+macro_rules! lazy {
+    ($name:ident: $ty:ty = $init:expr) => {
+        pub static $name: LazyLock<$ty> =
+            LazyLock::new(|| $init.expect(concat!("register ", stringify!($name))));
+    };
+}
+
+lazy!(REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "edge_requests_total",
+    "Requests answered by the edge.",
+    &["route", "method", "status_class", "cache_status"]
+));
+lazy!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
+    "edge_request_duration_seconds",
+    "Time from request header to the end of the response.",
+    &["route", "cache_status"],
+    LATENCY_BUCKETS.to_vec()
+));
+lazy!(CACHE_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "edge_cache_requests_total",
+    "Requests by cache status: hit, miss, stale, expired, bypass.",
+    &["cache_status"]
+));
+lazy!(CACHE_COALESCED: IntCounter = register_int_counter!(
+    "edge_cache_coalesced_total",
+    "Misses that waited for another request's fill instead of going upstream."
+));
+lazy!(CACHE_FILLS: IntCounterVec = register_int_counter_vec!(
+    "edge_cache_fills_total",
+    "Fills that ended: stored, or dropped because a purge landed while they were in flight.",
+    &["result"]
+));
+lazy!(CACHE_BYTES: IntGauge = register_int_gauge!(
+    "edge_cache_bytes",
+    "Bytes held by the cache (keys, headers, bodies, per-entry overhead)."
+));
+lazy!(CACHE_MAX_BYTES: IntGauge = register_int_gauge!("edge_cache_max_bytes", "cache.max_size."));
+lazy!(CACHE_ENTRIES: IntGauge = register_int_gauge!("edge_cache_entries", "Entries in the cache."));
+lazy!(CACHE_EVICTIONS: IntCounter = register_int_counter!(
+    "edge_cache_evictions_total",
+    "Entries evicted to stay within cache.max_size."
+));
+lazy!(CACHE_INVALIDATIONS: IntCounter = register_int_counter!(
+    "edge_cache_invalidations_total",
+    "Entries removed by a purge (write-aware or admin)."
+));
+lazy!(CACHE_PURGES: IntCounterVec = register_int_counter_vec!(
+    "edge_cache_purges_total",
+    "Purge requests: write (a POST/PUT/DELETE answered with Surrogate-Key), tag, key, all.",
+    &["kind"]
+));
+lazy!(UPSTREAM_REQUESTS: IntCounterVec = register_int_counter_vec!(
+    "edge_upstream_requests_total",
+    "Requests sent to a backend (each try counts).",
+    &["backend"]
+));
+lazy!(UPSTREAM_ERRORS: IntCounterVec = register_int_counter_vec!(
+    "edge_upstream_errors_total",
+    "Failed tries by backend and kind: connect, timeout, reset, status_5xx, other.",
+    &["backend", "kind"]
+));
+lazy!(UPSTREAM_DURATION: HistogramVec = register_histogram_vec!(
+    "edge_upstream_response_seconds",
+    "Time from picking a backend to its response header.",
+    &["backend"],
+    LATENCY_BUCKETS.to_vec()
+));
+lazy!(UPSTREAM_HEALTHY: IntGaugeVec = register_int_gauge_vec!(
+    "edge_upstream_healthy",
+    "1 when the backend takes traffic (active check passing and not ejected).",
+    &["backend"]
+));
+lazy!(UPSTREAM_EJECTIONS: IntCounterVec = register_int_counter_vec!(
+    "edge_upstream_ejections_total",
+    "Passive ejections after consecutive failures.",
+    &["backend"]
+));
+lazy!(UPSTREAM_IN_FLIGHT: IntGaugeVec = register_int_gauge_vec!(
+    "edge_upstream_in_flight",
+    "Requests outstanding at a backend.",
+    &["backend"]
+));
+lazy!(RETRIES: IntCounterVec = register_int_counter_vec!(
+    "edge_retries_total",
+    "Tries repeated on another backend, by reason.",
+    &["reason"]
+));
+lazy!(ACTIVE_CONNECTIONS: IntGauge = register_int_gauge!(
+    "edge_active_connections",
+    "Downstream requests in progress (each holds one max_connections slot)."
+));
+lazy!(REJECTED: IntCounterVec = register_int_counter_vec!(
+    "edge_rejected_total",
+    "Requests refused before proxying: overload (max_connections), header_too_large.",
+    &["reason"]
+));
+lazy!(OPEN_FDS: IntGauge = register_int_gauge!("edge_open_fds", "Open file descriptors of the process."));
+lazy!(NOFILE_LIMIT: IntGauge = register_int_gauge!("edge_nofile_limit", "RLIMIT_NOFILE soft limit in force."));
+
+/// Touches every series so a fresh edge shows them all (at zero) on its first scrape.
+pub fn init() {
+    for s in ["hit", "miss", "stale", "expired", "bypass"] {
+        CACHE_REQUESTS.with_label_values(&[s]);
+    }
+    LazyLock::force(&REQUESTS);
+    LazyLock::force(&REQUEST_DURATION);
+    LazyLock::force(&CACHE_COALESCED);
+    LazyLock::force(&CACHE_FILLS);
+    LazyLock::force(&CACHE_BYTES);
+    LazyLock::force(&CACHE_MAX_BYTES);
+    LazyLock::force(&CACHE_ENTRIES);
+    LazyLock::force(&CACHE_EVICTIONS);
+    LazyLock::force(&CACHE_INVALIDATIONS);
+    LazyLock::force(&CACHE_PURGES);
+    LazyLock::force(&UPSTREAM_REQUESTS);
+    LazyLock::force(&UPSTREAM_ERRORS);
+    LazyLock::force(&UPSTREAM_DURATION);
+    LazyLock::force(&UPSTREAM_HEALTHY);
+    LazyLock::force(&UPSTREAM_EJECTIONS);
+    LazyLock::force(&UPSTREAM_IN_FLIGHT);
+    for r in [
+        "connect",
+        "timeout",
+        "reset",
+        "status_5xx",
+        "reused_connection",
+    ] {
+        RETRIES.with_label_values(&[r]);
+    }
+    for r in ["overload", "header_too_large"] {
+        REJECTED.with_label_values(&[r]);
+    }
+    LazyLock::force(&ACTIVE_CONNECTIONS);
+    LazyLock::force(&REJECTED);
+    LazyLock::force(&OPEN_FDS);
+    LazyLock::force(&NOFILE_LIMIT);
+}
+
+/// Open descriptors, counted from /proc/self/fd (Linux).
+pub fn open_fds() -> Option<i64> {
+    std::fs::read_dir("/proc/self/fd")
+        .ok()
+        .map(|d| d.count() as i64)
+}
+
+pub fn status_class(status: u16) -> &'static str {
+    match status {
+        100..=199 => "1xx",
+        200..=299 => "2xx",
+        300..=399 => "3xx",
+        400..=499 => "4xx",
+        500..=599 => "5xx",
+        _ => "none",
+    }
+}

@@ -1,0 +1,276 @@
+//! Building and running the Pingora server: the proxy service on the public listener, the
+//! admin service (one thread) on the internal one, and the health checker in the background.
+//! [`run`] is the `reviews proxy` command; [`start`] runs the same server on a thread for
+//! tests and for `reviews up`, returning its bound addresses and a shutdown handle.
+
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use async_trait::async_trait;
+use pingora_core::apps::HttpServerOptions;
+use pingora_core::apps::http_app::HttpServer;
+use pingora_core::server::configuration::{Opt, ServerConf};
+use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
+use pingora_core::services::background::background_service;
+use pingora_core::services::listening::Service;
+use pingora_proxy::ProxyServiceBuilder;
+use tokio::sync::oneshot;
+
+use crate::admin::Admin;
+use crate::balancer::Balancer;
+use crate::cache::Cache;
+use crate::config::{EdgeConfig, LogFormat};
+use crate::health::HealthChecker;
+use crate::metrics;
+use crate::proxy::Edge;
+
+/// `reviews proxy`: run the edge.
+#[derive(Debug, Clone, clap::Args)]
+pub struct ProxyArgs {
+    /// The edge config (TOML); see deploy/edge.example.toml. Without it, the defaults plus
+    /// REVIEWS_EDGE__… environment overrides are used.
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Validate the config, print the effective one and exit (like `nginx -t`).
+    #[arg(long)]
+    pub check: bool,
+    /// Take over the listening sockets of a running edge (zero-downtime upgrade), then send
+    /// the old process SIGQUIT.
+    #[arg(long)]
+    pub upgrade: bool,
+}
+
+/// Runs the edge until SIGTERM (graceful: drain for `shutdown.grace_period`), SIGINT (fast)
+/// or SIGQUIT (graceful upgrade: hand the listeners to a process started with `--upgrade`).
+pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
+    let (mut file, config) =
+        EdgeConfig::load(args.config.as_deref(), &[]).context("invalid edge config")?;
+    if args.check {
+        if !file.admin.token.is_empty() {
+            file.admin.token = "(set)".into();
+        }
+        print!(
+            "{}",
+            toml::to_string_pretty(&file).context("printing the effective config")?
+        );
+        eprintln!("edge config is valid");
+        return Ok(());
+    }
+    init_logging(&config);
+    raise_nofile(&config)?;
+    let server = build_server(&config, args.upgrade)?;
+    tracing::info!(listen = %config.listen, admin = %config.admin, upstreams = config.upstream.servers.len(), "edge starting");
+    server.run(RunArgs::default());
+    Ok(())
+}
+
+fn init_logging(config: &EdgeConfig) {
+    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter);
+    // `try_init` also bridges Pingora's `log` records; it fails harmlessly when the caller
+    // (the `reviews` binary) already set a subscriber.
+    let _ = match config.log_format {
+        LogFormat::Json => builder.json().try_init(),
+        LogFormat::Compact => builder.compact().try_init(),
+        LogFormat::Pretty => builder.try_init(),
+    };
+}
+
+/// Raises RLIMIT_NOFILE to `nofile`, refusing to start when the hard limit can't allow what
+/// `max_connections` needs.
+fn raise_nofile(config: &EdgeConfig) -> anyhow::Result<()> {
+    let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).context("reading RLIMIT_NOFILE")?;
+    let needed = config.nofile_needed();
+    if hard < needed {
+        bail!(
+            "max_connections = {} needs {needed} file descriptors but the hard RLIMIT_NOFILE is {hard}; \
+             lower max_connections or raise the hard limit (LimitNOFILE= in the systemd unit, ulimit -Hn)",
+            config.max_connections
+        );
+    }
+    let got = rlimit::increase_nofile_limit(config.nofile).context("raising RLIMIT_NOFILE")?;
+    if got < needed {
+        bail!(
+            "RLIMIT_NOFILE could only be raised to {got}, below the {needed} that max_connections needs"
+        );
+    }
+    metrics::NOFILE_LIMIT.set(got as i64);
+    tracing::info!(nofile = got, "raised RLIMIT_NOFILE");
+    Ok(())
+}
+
+/// The shared state of one edge, for tests and for embedding.
+pub struct Parts {
+    pub cache: Arc<Cache>,
+    pub balancer: Arc<Balancer>,
+}
+
+fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> {
+    config.validate()?;
+    metrics::init();
+    let opt = Opt {
+        upgrade,
+        ..Opt::default()
+    };
+    let conf = ServerConf {
+        threads: config.threads,
+        work_stealing: config.work_stealing,
+        grace_period_seconds: Some(config.shutdown.grace_period.as_secs()),
+        graceful_shutdown_timeout_seconds: Some(config.shutdown.graceful_timeout.as_secs()),
+        upgrade_sock: config.shutdown.upgrade_sock.clone(),
+        pid_file: config.shutdown.pid_file.clone(),
+        upstream_keepalive_pool_size: config.upstream.keepalive_pool,
+        // Tries in all; `Edge` decides which errors are retried.
+        max_retries: config.upstream.retries + 1,
+        ..ServerConf::default()
+    };
+    let mut server = Server::new_with_opt_and_conf(opt, conf);
+    server.bootstrap();
+    let shared = Arc::new(config.clone());
+
+    let balancer = Arc::new(Balancer::new(
+        &config.upstream.servers,
+        config.upstream.algorithm,
+        config.upstream.ejection.clone(),
+    ));
+    let cache = Arc::new(Cache::new(config.cache.clone(), config.compression.clone()));
+    metrics::CACHE_MAX_BYTES.set(config.cache.max_size as i64);
+
+    let edge = Edge::new(shared.clone(), balancer.clone(), cache.clone());
+    let mut options = HttpServerOptions::default();
+    options.keepalive_request_limit = config.keepalive_requests;
+    let mut proxy = ProxyServiceBuilder::new(&server.configuration, edge)
+        .name("reviews edge")
+        .server_options(options)
+        .build();
+    proxy.add_tcp(&config.listen.to_string());
+    server.add_service(proxy);
+
+    let admin = Admin {
+        cache: cache.clone(),
+        balancer: balancer.clone(),
+        token: config.admin_token.clone(),
+    };
+    let mut admin = Service::new("reviews edge admin".into(), HttpServer::new_app(admin));
+    admin.threads = Some(1);
+    admin.add_tcp(&config.admin.to_string());
+    server.add_service(admin);
+
+    let health = background_service(
+        "health checks",
+        HealthChecker::new(balancer.clone(), config.upstream.health.clone()),
+    );
+    server.add_service(health);
+    Ok((server, Parts { cache, balancer }))
+}
+
+fn build_server(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<Server> {
+    Ok(build(config, upgrade)?.0)
+}
+
+struct ChannelSignal(parking_lot::Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
+
+#[async_trait]
+impl ShutdownSignalWatch for ChannelSignal {
+    async fn recv(&self) -> ShutdownSignal {
+        let rx = self.0.lock().take();
+        match rx {
+            Some(rx) => rx.await.unwrap_or(ShutdownSignal::FastShutdown),
+            None => std::future::pending().await,
+        }
+    }
+}
+
+/// An edge running on its own thread (see [`start`]).
+pub struct RunningEdge {
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub cache: Arc<Cache>,
+    pub balancer: Arc<Balancer>,
+    stop: Option<oneshot::Sender<ShutdownSignal>>,
+    thread: Option<std::thread::JoinHandle<()>>,
+}
+
+impl RunningEdge {
+    /// SIGTERM-like: stop accepting, let in-flight requests finish within the grace period.
+    pub fn shutdown_gracefully(mut self) {
+        self.stop_with(ShutdownSignal::GracefulTerminate);
+    }
+
+    fn stop_with(&mut self, signal: ShutdownSignal) {
+        if let Some(tx) = self.stop.take() {
+            let _ = tx.send(signal);
+        }
+        if let Some(t) = self.thread.take() {
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for RunningEdge {
+    fn drop(&mut self) {
+        self.stop_with(ShutdownSignal::FastShutdown);
+    }
+}
+
+/// A free port on `ip`, found by binding port 0 and letting it go. Pingora does not report
+/// the port it bound, so a listener asking for port 0 gets one chosen this way.
+fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
+    if addr.port() != 0 {
+        return Ok(addr);
+    }
+    let l =
+        TcpListener::bind(addr).with_context(|| format!("finding a free port on {}", addr.ip()))?;
+    Ok(l.local_addr()?)
+}
+
+/// Starts the edge on a background thread and returns once both listeners accept.
+/// Ports 0 are replaced by free ones; the upgrade socket and pid file get unique paths
+/// unless set. Dropping the handle shuts the edge down.
+pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
+    static INSTANCE: AtomicU32 = AtomicU32::new(0);
+    config.listen = free_port(config.listen)?;
+    config.admin = free_port(config.admin)?;
+    let defaults = EdgeConfig::default();
+    let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
+    let unique = |base: &str| format!("{}-{}-{n}", base, std::process::id());
+    if config.shutdown.upgrade_sock == defaults.shutdown.upgrade_sock {
+        config.shutdown.upgrade_sock = unique("/tmp/reviews-edge-upgrade") + ".sock";
+    }
+    if config.shutdown.pid_file == defaults.shutdown.pid_file {
+        config.shutdown.pid_file = unique("/tmp/reviews-edge") + ".pid";
+    }
+    let (server, parts) = build(&config, false)?;
+    let (tx, rx) = oneshot::channel();
+    let thread = std::thread::Builder::new()
+        .name(format!("edge-{n}"))
+        .spawn(move || {
+            server.run(RunArgs {
+                shutdown_signal: Box::new(ChannelSignal(parking_lot::Mutex::new(Some(rx)))),
+            })
+        })
+        .context("spawning the edge thread")?;
+    let edge = RunningEdge {
+        listen: config.listen,
+        admin: config.admin,
+        cache: parts.cache,
+        balancer: parts.balancer,
+        stop: Some(tx),
+        thread: Some(thread),
+    };
+    let deadline = Instant::now() + Duration::from_secs(10);
+    for addr in [edge.listen, edge.admin] {
+        while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
+            if Instant::now() > deadline {
+                bail!("the edge did not start listening on {addr}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+    Ok(edge)
+}
