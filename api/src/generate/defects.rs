@@ -130,16 +130,7 @@ pub fn corrupt_review(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Reje
             row.set(4, b"\"Caf\xE9 au lait, tr\xE8s bien\"");
             BadUtf8
         }
-        _ => match dup {
-            Some(id) => {
-                row.set(0, id.to_string().as_bytes());
-                DuplicateId
-            }
-            None => {
-                row.drop_last();
-                Columns
-            }
-        },
+        _ => duplicate_or_columns(row, dup),
     }
 }
 
@@ -167,16 +158,7 @@ pub fn corrupt_photo(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Rejec
             );
             Orphan
         }
-        _ => match dup {
-            Some(id) => {
-                row.set(0, id.to_string().as_bytes());
-                DuplicateId
-            }
-            None => {
-                row.drop_last();
-                Columns
-            }
-        },
+        _ => duplicate_or_columns(row, dup),
     }
 }
 
@@ -195,16 +177,7 @@ pub fn corrupt_characteristic(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>)
             row.set(2, b"\"Colour\"");
             BadName
         }
-        _ => match dup {
-            Some(id) => {
-                row.set(0, id.to_string().as_bytes());
-                DuplicateId
-            }
-            None => {
-                row.drop_last();
-                Columns
-            }
-        },
+        _ => duplicate_or_columns(row, dup),
     }
 }
 
@@ -232,15 +205,21 @@ pub fn corrupt_rating(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Reje
             );
             Orphan
         }
-        _ => match dup {
-            Some(id) => {
-                row.set(0, id.to_string().as_bytes());
-                DuplicateId
-            }
-            None => {
-                row.drop_last();
-                Columns
-            }
-        },
+        _ => duplicate_or_columns(row, dup),
+    }
+}
+
+/// The duplicate-id defect: the row takes the id of an earlier row. The first rows of a file
+/// have no earlier id to copy, so they get a wrong column count instead.
+fn duplicate_or_columns(row: &mut RowBuf, dup: Option<i64>) -> RejectClass {
+    match dup {
+        Some(id) => {
+            row.set(0, id.to_string().as_bytes());
+            RejectClass::DuplicateId
+        }
+        None => {
+            row.drop_last();
+            RejectClass::Columns
+        }
     }
 }
