@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub mod health;
 pub mod metrics;
+pub mod notify;
 pub mod proxy;
 mod server;
 

@@ -48,14 +48,11 @@ pub enum CacheStatus {
 }
 
 impl CacheStatus {
+    /// Label values, indexed by `self as usize`.
+    pub const LABELS: [&'static str; 5] = ["hit", "miss", "stale", "expired", "bypass"];
+
     pub fn as_str(self) -> &'static str {
-        match self {
-            CacheStatus::Hit => "hit",
-            CacheStatus::Miss => "miss",
-            CacheStatus::Stale => "stale",
-            CacheStatus::Expired => "expired",
-            CacheStatus::Bypass => "bypass",
-        }
+        Self::LABELS[self as usize]
     }
 }
 
@@ -65,7 +62,7 @@ pub struct Edge {
     pub cache: Arc<Cache>,
     pub config: Arc<EdgeConfig>,
     slots: Arc<Semaphore>,
-    route_labels: Vec<String>,
+    series: metrics::RequestSeries,
 }
 
 /// A `max_connections` slot, counted in `edge_active_connections` while held.
@@ -118,7 +115,10 @@ fn is_write(m: &Method) -> bool {
 
 /// Request header bytes as they came on the wire, near enough: request line plus fields.
 fn header_bytes(req: &RequestHeader) -> usize {
-    let line = req.method.as_str().len() + req.uri.to_string().len() + 12;
+    // No `uri.to_string()`: that allocates on every request, hits included.
+    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+        + req.uri.authority().map_or(0, |a| a.as_str().len());
+    let line = req.method.as_str().len() + target + 12;
     line + req
         .headers
         .iter()
@@ -151,7 +151,7 @@ impl Edge {
         });
         Edge {
             slots: Arc::new(Semaphore::new(config.max_connections)),
-            route_labels: route_labels.collect(),
+            series: metrics::RequestSeries::new(route_labels.collect(), &CacheStatus::LABELS),
             balancer,
             cache,
             config,
@@ -781,24 +781,15 @@ impl ProxyHttp for Edge {
             .response_written()
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.response_status);
-        let route = ctx.route.map_or("other", |r| self.route_labels[r].as_str());
-        let method = session.req_header().method.as_str();
-        let method = match method {
-            "GET" | "HEAD" | "POST" | "PUT" | "DELETE" | "PATCH" | "OPTIONS" => method,
-            _ => "other",
-        };
-        let cache_status = ctx.status.as_str();
-        metrics::REQUESTS
-            .with_label_values(&[route, method, metrics::status_class(status), cache_status])
-            .inc();
-        metrics::REQUEST_DURATION
-            .with_label_values(&[route, cache_status])
-            .observe(ctx.start.elapsed().as_secs_f64());
-        metrics::CACHE_REQUESTS
-            .with_label_values(&[cache_status])
-            .inc();
+        self.series.observe(
+            ctx.route,
+            session.req_header().method.as_str(),
+            status,
+            ctx.status as usize,
+            ctx.start.elapsed().as_secs_f64(),
+        );
         if let Some(e) = e {
-            tracing::debug!(error = %e, status, route, "request failed");
+            tracing::debug!(error = %e, status, "request failed");
         }
     }
 }

@@ -26,6 +26,7 @@ use crate::cache::Cache;
 use crate::config::{EdgeConfig, LogFormat};
 use crate::health::HealthChecker;
 use crate::metrics;
+use crate::notify::{PidFile, sd_notify};
 use crate::proxy::Edge;
 
 /// `reviews proxy`: run the edge.
@@ -42,6 +43,11 @@ pub struct ProxyArgs {
     /// the old process SIGQUIT.
     #[arg(long)]
     pub upgrade: bool,
+    /// Zero-downtime upgrade in one command (systemd's ExecReload=): start the binary on disk
+    /// with `--upgrade`, send the running edge (the pid in shutdown.pid_file) SIGQUIT, and
+    /// return once the new process serves. The new process keeps running.
+    #[arg(long, conflicts_with_all = ["upgrade", "check"])]
+    pub reload: bool,
 }
 
 /// Runs the edge until SIGTERM (graceful: drain for `shutdown.grace_period`), SIGINT (fast)
@@ -61,11 +67,122 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         return Ok(());
     }
     init_logging(&config);
+    if args.reload {
+        return reload(&config, args.config.as_deref());
+    }
     raise_nofile(&config)?;
+    // With --upgrade this returns once the old process has handed its listeners over.
     let server = build_server(&config, args.upgrade)?;
+    let _pid_file = PidFile::write(config.shutdown.pid_file.as_ref())?;
     tracing::info!(listen = %config.listen, admin = %config.admin, upstreams = config.upstream.servers.len(), "edge starting");
+    announce_ready(config.listen, args.upgrade);
     server.run(RunArgs::default());
     Ok(())
+}
+
+/// `--reload`: hands the running edge's listeners to a new process of the binary on disk.
+/// Pingora's upgrade needs the new process waiting on `shutdown.upgrade_sock` (it binds the
+/// socket, then waits 5 × 1 s) before the old one gets SIGQUIT; the new process writes the pid
+/// file once it holds the listeners, which is how this knows the handover happened.
+fn reload(config: &EdgeConfig, config_path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use nix::sys::signal::{Signal, kill};
+    use nix::unistd::Pid;
+
+    let pid_file = &config.shutdown.pid_file;
+    let old: i32 = std::fs::read_to_string(pid_file)
+        .with_context(|| {
+            format!(
+                "reading {} (shutdown.pid_file): is an edge running with this config?",
+                pid_file
+            )
+        })?
+        .trim()
+        .parse()
+        .with_context(|| format!("{} does not hold a pid", pid_file))?;
+    let old = Pid::from_raw(old);
+    kill(old, None).with_context(|| {
+        format!(
+            "no edge runs as pid {old} (from {}): nothing to hand over",
+            pid_file
+        )
+    })?;
+    let exe = std::env::current_exe().context("locating the reviews binary")?;
+    let mut cmd = std::process::Command::new(&exe);
+    cmd.arg("proxy");
+    if let Some(path) = config_path {
+        cmd.arg("--config").arg(path);
+    }
+    cmd.arg("--upgrade").stdin(std::process::Stdio::null());
+    // Not waited for: it is the edge from now on (systemd follows it by its MAINPID= message).
+    let new = cmd
+        .spawn()
+        .with_context(|| format!("starting {} proxy --upgrade", exe.display()))?;
+    let new_pid = new.id();
+    let sock = &config.shutdown.upgrade_sock;
+    let waited = Instant::now();
+    while !std::path::Path::new(sock).exists() {
+        if waited.elapsed() > Duration::from_secs(4) {
+            bail!(
+                "the new edge (pid {new_pid}) did not open {sock} (shutdown.upgrade_sock) within 4 s; \
+                 the running edge was left alone"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    kill(old, Signal::SIGQUIT).with_context(|| format!("sending SIGQUIT to pid {old}"))?;
+    let handed = Instant::now();
+    loop {
+        let now = std::fs::read_to_string(pid_file).unwrap_or_default();
+        if now.trim() == new_pid.to_string() {
+            break;
+        }
+        if handed.elapsed() > Duration::from_secs(15) {
+            bail!(
+                "pid {old} got SIGQUIT but the new edge (pid {new_pid}) has not taken over \
+                 within 15 s: check both processes' logs"
+            );
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    tracing::info!(
+        old = old.as_raw(),
+        new = new_pid,
+        "the new edge holds the listeners; the old one drains"
+    );
+    Ok(())
+}
+
+/// Tells a service manager (`$NOTIFY_SOCKET`) that the edge serves. An upgrade already holds
+/// the inherited listening sockets, so it says so at once, with `MAINPID=` so that systemd
+/// follows this process when the old one exits. A fresh start binds its listeners when the
+/// server runs, so a thread waits until the listen address accepts.
+fn announce_ready(listen: SocketAddr, upgrade: bool) {
+    let pid = std::process::id();
+    let send = move || match sd_notify(&format!("MAINPID={pid}\nREADY=1")) {
+        Ok(true) => tracing::info!(pid, "told the service manager the edge is ready"),
+        Ok(false) => {}
+        Err(e) => tracing::warn!(error = %e, "could not notify the service manager"),
+    };
+    if upgrade {
+        send();
+        return;
+    }
+    let spawned = std::thread::Builder::new()
+        .name("ready-notify".into())
+        .spawn(move || {
+            let deadline = Instant::now() + Duration::from_secs(60);
+            while TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_err() {
+                if Instant::now() > deadline {
+                    tracing::warn!(%listen, "the edge is not accepting after 60 s; readiness not announced");
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            send();
+        });
+    if let Err(e) = spawned {
+        tracing::warn!(error = %e, "could not start the readiness thread");
+    }
 }
 
 fn init_logging(config: &EdgeConfig) {

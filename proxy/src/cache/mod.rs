@@ -118,16 +118,46 @@ pub enum Lookup {
     Miss,
 }
 
-#[derive(Default)]
+/// Records kept before the purge log is pruned.
+const PURGE_RECORDS_KEPT: usize = 65_536;
+/// A purge record is pruned only this long after its purge: far longer than a fill takes
+/// (fills are bounded by `upstream.timeouts.total`), and a fill that did start before a
+/// pruned purge is refused anyway (see [`Purges::floor`]).
+const PURGE_RECORD_HORIZON: Duration = Duration::from_secs(120);
+
 struct Purges {
     seq: AtomicU64,
     /// Newest purge of anything; entries filled since then need no further check.
     last: AtomicU64,
     all_before: AtomicU64,
-    by_tag: RwLock<HashMap<Box<str>, u64>>,
+    /// Per purged tag (or key): the purge's number and when it happened.
+    by_tag: RwLock<HashMap<Box<str>, (u64, Instant)>>,
+    /// The newest purge whose record was pruned: a fill that started before it can no longer
+    /// be checked against it, so it is not stored.
+    floor: AtomicU64,
+    keep: usize,
+    horizon: Duration,
+}
+
+impl Default for Purges {
+    fn default() -> Self {
+        Purges::with_limits(PURGE_RECORDS_KEPT, PURGE_RECORD_HORIZON)
+    }
 }
 
 impl Purges {
+    fn with_limits(keep: usize, horizon: Duration) -> Self {
+        Purges {
+            seq: AtomicU64::new(0),
+            last: AtomicU64::new(0),
+            all_before: AtomicU64::new(0),
+            by_tag: RwLock::new(HashMap::new()),
+            floor: AtomicU64::new(0),
+            keep,
+            horizon,
+        }
+    }
+
     fn now(&self) -> u64 {
         self.seq.load(Ordering::SeqCst)
     }
@@ -135,9 +165,10 @@ impl Purges {
     fn purge<'a>(&self, tags: impl Iterator<Item = &'a str>) -> u64 {
         let p = self.seq.fetch_add(1, Ordering::SeqCst) + 1;
         {
+            let at = Instant::now();
             let mut map = self.by_tag.write();
             for t in tags {
-                map.insert(t.into(), p);
+                map.insert(t.into(), (p, at));
             }
         }
         self.last.fetch_max(p, Ordering::SeqCst);
@@ -151,6 +182,35 @@ impl Purges {
         p
     }
 
+    /// Once more than `keep` records are held, forgets those older than `horizon`, raising
+    /// the floor to the newest one forgotten. Returns the forgotten records, whose entries
+    /// the caller must invalidate (an entry stored in the instant between a fill's last check
+    /// and the purge carries a purged tag but predates moka's invalidation of it).
+    fn prune(&self) -> HashMap<Box<str>, u64> {
+        if self.by_tag.read().len() <= self.keep {
+            return HashMap::new();
+        }
+        let now = Instant::now();
+        let mut map = self.by_tag.write();
+        let mut forgotten = HashMap::new();
+        map.retain(|tag, &mut (p, at)| {
+            let keep = now.saturating_duration_since(at) < self.horizon;
+            if !keep {
+                forgotten.insert(tag.clone(), p);
+            }
+            keep
+        });
+        if let Some(&newest) = forgotten.values().max() {
+            self.floor.fetch_max(newest, Ordering::SeqCst);
+        }
+        forgotten
+    }
+
+    /// Whether a fill that started at `seq` may be stored.
+    fn may_store(&self, seq: u64, tags: &[Box<str>], key: &str) -> bool {
+        seq >= self.floor.load(Ordering::SeqCst) && self.is_valid(seq, tags, key)
+    }
+
     fn is_valid(&self, seq: u64, tags: &[Box<str>], key: &str) -> bool {
         if self.last.load(Ordering::SeqCst) <= seq {
             return true;
@@ -159,8 +219,12 @@ impl Purges {
             return false;
         }
         let map = self.by_tag.read();
-        let newer = |t: &str| map.get(t).is_some_and(|&p| p > seq);
+        let newer = |t: &str| map.get(t).is_some_and(|&(p, _)| p > seq);
         !(newer(key) || tags.iter().any(|t| newer(t)))
+    }
+
+    fn records(&self) -> usize {
+        self.by_tag.read().len()
     }
 }
 
@@ -247,7 +311,7 @@ impl Cache {
     /// Stores a filled entry unless a purge of its tags or key landed since its fill started.
     /// Returns whether it was stored.
     pub fn store(&self, key: Arc<str>, entry: Entry) -> bool {
-        if !self.purges.is_valid(entry.seq, &entry.tags, &key) {
+        if !self.purges.may_store(entry.seq, &entry.tags, &key) {
             metrics::CACHE_FILLS.with_label_values(&["purged"]).inc();
             return false;
         }
@@ -267,11 +331,31 @@ impl Cache {
         let _ = self.store.invalidate_entries_if(move |_k, v| {
             v.seq < p && v.tags.iter().any(|t| owned.contains(t))
         });
+        self.prune_purge_log();
     }
 
     pub fn purge_key(&self, key: &str) {
         self.purges.purge(std::iter::once(key));
         self.store.invalidate(key);
+        self.prune_purge_log();
+    }
+
+    /// Keeps the purge log bounded: every write through the edge purges its product's tags,
+    /// so without pruning it would hold one record per product ever written to.
+    fn prune_purge_log(&self) {
+        let forgotten = self.purges.prune();
+        if forgotten.is_empty() {
+            return;
+        }
+        let older = move |name: &str, seq: u64| forgotten.get(name).is_some_and(|&p| seq < p);
+        let _ = self.store.invalidate_entries_if(move |k, v| {
+            older(k, v.seq) || v.tags.iter().any(|t| older(t, v.seq))
+        });
+    }
+
+    /// Purge records held (bounded; see [`PURGE_RECORDS_KEPT`]).
+    pub fn purge_records(&self) -> usize {
+        self.purges.records()
     }
 
     pub fn purge_all(&self) {
@@ -412,6 +496,37 @@ mod tests {
         assert!(p.is_valid(p.now(), &tags, "k"));
         let other: Box<[Box<str>]> = vec!["product-3".into()].into();
         assert!(p.is_valid(started, &other, "k"));
+    }
+
+    #[test]
+    fn old_purge_records_are_pruned_and_fills_older_than_them_are_refused() {
+        let p = Purges::with_limits(2, Duration::ZERO);
+        let before = p.now();
+        for t in ["product-1", "product-2", "product-3"] {
+            p.purge(std::iter::once(t));
+        }
+        let forgotten = p.prune();
+        assert_eq!(forgotten.len(), 3);
+        assert_eq!(p.records(), 0);
+        let tags: Box<[Box<str>]> = vec!["product-9".into()].into();
+        // A fill that started before the forgotten purges can no longer be checked: refused.
+        assert!(!p.may_store(before, &tags, "k"));
+        // One that started after them is fine.
+        assert!(p.may_store(p.now(), &tags, "k"));
+        // Under the limit, nothing is pruned.
+        p.purge(std::iter::once("product-4"));
+        assert!(p.prune().is_empty());
+        assert_eq!(p.records(), 1);
+    }
+
+    #[test]
+    fn recent_purge_records_survive_pruning() {
+        let p = Purges::with_limits(0, Duration::from_secs(3600));
+        let before = p.now();
+        p.purge(std::iter::once("product-2"));
+        assert!(p.prune().is_empty());
+        let tags: Box<[Box<str>]> = vec!["product-2".into()].into();
+        assert!(!p.may_store(before, &tags, "k"));
     }
 
     #[test]
