@@ -15,6 +15,69 @@ use crate::domain::{FieldError, NewReview, ProductId, Sort};
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, connect_options as sqlite_connect_options};
 
+/// The SQL behind the two read routes on each backend, exactly as the stores run it, so the
+/// query-plan benchmark (`api/examples/query_plans.rs`) measures what the API executes.
+pub mod statements {
+    pub use super::postgres::read_statements as postgres;
+    pub use super::sqlite::read_statements as sqlite;
+    pub use super::{ReadStatement, StatementParams};
+}
+
+/// What a [`ReadStatement`] binds, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StatementParams {
+    /// product id, page size, offset.
+    ProductPage,
+    /// The review ids of a page (a JSON array on SQLite, an array on PostgreSQL).
+    ReviewIds,
+    /// product id.
+    Product,
+}
+
+/// One statement a read route runs.
+#[derive(Clone, Copy, Debug)]
+pub struct ReadStatement {
+    /// e.g. `list newest`, `list photos`, `meta counts`.
+    pub name: &'static str,
+    pub sql: &'static str,
+    pub params: StatementParams,
+}
+
+/// The same five statements on either backend: the three list orders, the page's photos, and
+/// the two meta lookups.
+fn read_statement_set(
+    list_sql: fn(Sort) -> &'static str,
+    photos: &'static str,
+    meta_counts: &'static str,
+    meta_characteristics: &'static str,
+) -> Vec<ReadStatement> {
+    let list = |name, sort| ReadStatement {
+        name,
+        sql: list_sql(sort),
+        params: StatementParams::ProductPage,
+    };
+    vec![
+        list("list relevant", Sort::Relevant),
+        list("list newest", Sort::Newest),
+        list("list helpful", Sort::Helpful),
+        ReadStatement {
+            name: "list photos",
+            sql: photos,
+            params: StatementParams::ReviewIds,
+        },
+        ReadStatement {
+            name: "meta counts",
+            sql: meta_counts,
+            params: StatementParams::Product,
+        },
+        ReadStatement {
+            name: "meta characteristics",
+            sql: meta_characteristics,
+            params: StatementParams::Product,
+        },
+    ]
+}
+
 /// SQLite schema migrations, embedded in the binary and run at startup (and by the importer).
 pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/sqlite");
 /// PostgreSQL schema migrations, embedded in the binary and run at startup (and by the importer).

@@ -11,7 +11,8 @@ use super::rows::{
     attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql, review_from_row,
 };
 use super::{
-    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, Review, ReviewStore, StoreError,
+    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, ReadStatement, Review,
+    ReviewStore, StoreError, read_statement_set,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -84,6 +85,21 @@ fn list_sql(sort: Sort) -> &'static str {
     }
 }
 
+const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id";
+const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
+     FROM product_meta WHERE product_id = $1";
+const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id";
+
+/// The statements behind `GET /reviews` and `GET /reviews/meta`, for the query-plan benchmark.
+pub fn read_statements() -> Vec<ReadStatement> {
+    read_statement_set(
+        list_sql,
+        PHOTOS_SQL,
+        META_COUNTS_SQL,
+        META_CHARACTERISTICS_SQL,
+    )
+}
+
 #[async_trait]
 impl ReviewStore for PostgresStore {
     async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError> {
@@ -99,31 +115,24 @@ impl ReviewStore for PostgresStore {
             return Ok(reviews);
         }
         let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
-        let photos: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id",
-        )
-        .bind(&ids)
-        .fetch_all(&mut *conn)
-        .await?;
+        let photos: Vec<(i64, i64, String)> = sqlx::query_as(PHOTOS_SQL)
+            .bind(&ids)
+            .fetch_all(&mut *conn)
+            .await?;
         attach_photos(&mut reviews, photos);
         Ok(reviews)
     }
 
     async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError> {
         let mut conn = self.pool.acquire().await?;
-        let counts = sqlx::query_as(
-            "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
-             FROM product_meta WHERE product_id = $1",
-        )
-        .bind(product_id.get())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let characteristics = sqlx::query_as(
-            "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id",
-        )
-        .bind(product_id.get())
-        .fetch_all(&mut *conn)
-        .await?;
+        let counts = sqlx::query_as(META_COUNTS_SQL)
+            .bind(product_id.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let characteristics = sqlx::query_as(META_CHARACTERISTICS_SQL)
+            .bind(product_id.get())
+            .fetch_all(&mut *conn)
+            .await?;
         Ok(meta_from_rows(counts, characteristics))
     }
 

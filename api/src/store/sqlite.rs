@@ -15,7 +15,8 @@ use super::rows::{
     review_from_row,
 };
 use super::{
-    DbLimits, ListQuery, PoolStats, ProductMeta, Review, ReviewStore, SQLITE_MIGRATOR, StoreError,
+    DbLimits, ListQuery, PoolStats, ProductMeta, ReadStatement, Review, ReviewStore,
+    SQLITE_MIGRATOR, StoreError, read_statement_set,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -97,6 +98,23 @@ fn list_sql(sort: Sort) -> &'static str {
     }
 }
 
+/// A page's photos; one statement for any page size: the ids travel as a JSON array.
+const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos \
+     WHERE review_id IN (SELECT value FROM json_each(?1)) ORDER BY review_id, id";
+const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
+     FROM product_meta WHERE product_id = ?1";
+const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id";
+
+/// The statements behind `GET /reviews` and `GET /reviews/meta`, for the query-plan benchmark.
+pub fn read_statements() -> Vec<ReadStatement> {
+    read_statement_set(
+        list_sql,
+        PHOTOS_SQL,
+        META_COUNTS_SQL,
+        META_CHARACTERISTICS_SQL,
+    )
+}
+
 #[async_trait]
 impl ReviewStore for SqliteStore {
     async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError> {
@@ -111,35 +129,27 @@ impl ReviewStore for SqliteStore {
         if reviews.is_empty() {
             return Ok(reviews);
         }
-        // One statement for any page size: the ids travel as a JSON array.
         let ids = serde_json::to_string(&reviews.iter().map(|r| r.id).collect::<Vec<_>>())
             .map_err(|e| StoreError::Internal(sqlx::Error::Encode(Box::new(e))))?;
-        let photos: Vec<(i64, i64, String)> = sqlx::query_as(
-            "SELECT id, review_id, url FROM reviews_photos \
-             WHERE review_id IN (SELECT value FROM json_each(?1)) ORDER BY review_id, id",
-        )
-        .bind(ids)
-        .fetch_all(&mut *conn)
-        .await?;
+        let photos: Vec<(i64, i64, String)> = sqlx::query_as(PHOTOS_SQL)
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?;
         attach_photos(&mut reviews, photos);
         Ok(reviews)
     }
 
     async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError> {
         let mut conn = self.readers.acquire().await?;
-        let counts: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(
-            "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
-             FROM product_meta WHERE product_id = ?1",
-        )
-        .bind(product_id.get())
-        .fetch_optional(&mut *conn)
-        .await?;
-        let characteristics: Vec<(i64, String, i64, i64)> = sqlx::query_as(
-            "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id",
-        )
-        .bind(product_id.get())
-        .fetch_all(&mut *conn)
-        .await?;
+        let counts: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(META_COUNTS_SQL)
+            .bind(product_id.get())
+            .fetch_optional(&mut *conn)
+            .await?;
+        let characteristics: Vec<(i64, String, i64, i64)> =
+            sqlx::query_as(META_CHARACTERISTICS_SQL)
+                .bind(product_id.get())
+                .fetch_all(&mut *conn)
+                .await?;
         Ok(meta_from_rows(counts, characteristics))
     }
 
