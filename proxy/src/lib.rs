@@ -13,6 +13,7 @@ pub mod health;
 pub mod metrics;
 pub mod notify;
 pub mod proxy;
+pub mod refresh;
 mod server;
 
 pub use config::{EdgeConfig, RouteRule, Upstream, reviews_routes};

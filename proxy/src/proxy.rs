@@ -26,10 +26,11 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use crate::balancer::{Backend, Balancer, InFlight};
 use crate::cache::encoding::{self, Accepts, Encoding};
 use crate::cache::flight::{self, FillGuard, Join};
-use crate::cache::policy::{self, Decision, Lifetime};
+use crate::cache::policy::Lifetime;
 use crate::cache::{self, Cache, Entry, Lookup};
 use crate::config::EdgeConfig;
 use crate::metrics;
+use crate::refresh::{Refresh, Refresher};
 
 /// What `X-Cache-Status` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -38,8 +39,8 @@ pub enum CacheStatus {
     Hit,
     /// Not in the cache; fetched (and stored when cacheable).
     Miss,
-    /// Served from an expired entry: inside stale-while-revalidate while another request
-    /// refreshes it, or inside stale-if-error because every backend failed.
+    /// Served from an expired entry: inside stale-while-revalidate (a background refresh is
+    /// fetching a new copy), or inside stale-if-error because every backend failed.
     Stale,
     /// An expired entry was there; fetched a new one.
     Expired,
@@ -63,6 +64,7 @@ pub struct Edge {
     pub config: Arc<EdgeConfig>,
     slots: Arc<Semaphore>,
     series: metrics::RequestSeries,
+    refresher: Arc<Refresher>,
 }
 
 /// A `max_connections` slot, counted in `edge_active_connections` while held.
@@ -152,6 +154,11 @@ impl Edge {
         Edge {
             slots: Arc::new(Semaphore::new(config.max_connections)),
             series: metrics::RequestSeries::new(route_labels.collect(), &CacheStatus::LABELS),
+            refresher: Arc::new(Refresher::new(
+                config.clone(),
+                balancer.clone(),
+                cache.clone(),
+            )),
             balancer,
             cache,
             config,
@@ -263,21 +270,30 @@ impl Edge {
                 } => {
                     ctx.status = CacheStatus::Expired;
                     if revalidate {
-                        match self.cache.join_fill(&key) {
-                            Join::Leader(guard) if !head => {
-                                // This request refreshes the entry; the others get the stale
-                                // copy meanwhile.
-                                ctx.fill_seq = self.cache.fill_started();
-                                ctx.fill = Some(guard);
-                                ctx.stale = if_error.then_some(entry);
-                                return Ok(false);
-                            }
-                            _ => {
-                                self.serve_entry(session, ctx, &entry, CacheStatus::Stale)
-                                    .await?;
-                                return Ok(true);
-                            }
+                        // Answered from the stale copy; the first such request starts a
+                        // background refresh holding the key's fill lock, so there is one
+                        // refresh per key however many requests arrive meanwhile.
+                        if let Join::Leader(guard) = self.cache.join_fill(&key) {
+                            let req = session.req_header();
+                            self.refresher.spawn(Refresh {
+                                key: key.clone(),
+                                uri: req
+                                    .uri
+                                    .path_and_query()
+                                    .map_or("/", |p| p.as_str())
+                                    .to_owned(),
+                                host: req
+                                    .headers
+                                    .get(header::HOST)
+                                    .and_then(|h| h.to_str().ok())
+                                    .map(str::to_owned),
+                                route: ctx.route,
+                                guard,
+                            });
                         }
+                        self.serve_entry(session, ctx, &entry, CacheStatus::Stale)
+                            .await?;
+                        return Ok(true);
                     }
                     ctx.stale = if_error.then_some(entry);
                 }
@@ -583,30 +599,12 @@ impl ProxyHttp for Edge {
             }
         }
         if ctx.fill.is_some() {
-            let route = ctx.route.map(|r| &self.cache.config.routes[r]);
-            let ttl = route
-                .and_then(|r| r.ttl)
-                .unwrap_or(self.cache.config.default_ttl);
-            let c = &self.cache.config;
-            let decision = policy::decide(
-                status,
-                &upstream_response.headers,
-                ttl,
-                c.stale_while_revalidate,
-                c.stale_if_error,
-            );
-            let length: Option<usize> = upstream_response
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
-            let fits = length.is_none_or(|l| l <= c.max_object_size);
-            match decision {
-                Decision::Store(lifetime)
-                    if fits
-                        && !upstream_response
-                            .headers
-                            .contains_key(header::CONTENT_ENCODING) =>
-                {
+            match self.cache.storable(ctx.route, upstream_response) {
+                Some(lifetime) => {
+                    let length: Option<usize> = upstream_response
+                        .headers
+                        .get(header::CONTENT_LENGTH)
+                        .and_then(|v| v.to_str().ok()?.parse().ok());
                     ctx.storing = Some(Storing {
                         header: upstream_response.clone(),
                         lifetime,
@@ -614,7 +612,7 @@ impl ProxyHttp for Edge {
                         body: BytesMut::with_capacity(length.unwrap_or(4096)),
                     });
                 }
-                _ => {
+                None => {
                     // Not cacheable: let the waiting requests go upstream now.
                     ctx.fill = None;
                 }

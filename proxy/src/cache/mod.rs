@@ -303,6 +303,37 @@ impl Cache {
         self.flights.join(key)
     }
 
+    /// Whether a response may be stored, and for how long: the route's TTL (else the default)
+    /// under the origin's `Cache-Control`, a size within `max_object_size` when announced,
+    /// and no `Content-Encoding` of the origin's own (the edge compresses itself).
+    pub fn storable(&self, route: Option<usize>, resp: &ResponseHeader) -> Option<Lifetime> {
+        let c = &self.config;
+        let ttl = route
+            .and_then(|r| c.routes.get(r))
+            .and_then(|r| r.ttl)
+            .unwrap_or(c.default_ttl);
+        let decision = policy::decide(
+            resp.status.as_u16(),
+            &resp.headers,
+            ttl,
+            c.stale_while_revalidate,
+            c.stale_if_error,
+        );
+        let length: Option<usize> = resp
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok()?.parse().ok());
+        match decision {
+            policy::Decision::Store(lifetime)
+                if length.is_none_or(|l| l <= c.max_object_size)
+                    && !resp.headers.contains_key(http::header::CONTENT_ENCODING) =>
+            {
+                Some(lifetime)
+            }
+            _ => None,
+        }
+    }
+
     /// The purge sequence number a fill must remember when it starts.
     pub fn fill_started(&self) -> u64 {
         self.purges.now()
