@@ -1,19 +1,42 @@
-//! Loading into PostgreSQL: the whole import is one transaction (PostgreSQL's DDL is
-//! transactional), so it is atomic: the emptiness check or `TRUNCATE`, dropping the secondary
-//! indexes, one `COPY … FROM STDIN` (text format) per file, the aggregates, the identity
-//! sequences and the rebuilt indexes all commit together or not at all. Readers of a live
-//! database are blocked meanwhile by the `DROP INDEX` locks, so import with the API stopped or
-//! into a fresh database. `ANALYZE` (and a `VACUUM` of `characteristics`, whose aggregate update
-//! left a dead version of every row) run after the commit, as they must.
+//! Loading into PostgreSQL: into staging tables, swapped in at the end. The whole import is one
+//! transaction (PostgreSQL's DDL is transactional), so it is atomic — nothing visible changes
+//! unless everything succeeds — and readers of a live database go on reading the old rows until
+//! the swap at the end, which blocks them only briefly (at most one lock try, see below).
+//!
+//! - [`PgTarget::prepare`] locks the live tables against writes (`SHARE ROW EXCLUSIVE`: a review
+//!   posted meanwhile would vanish in the swap, so writers wait for the commit; readers are not
+//!   blocked), refuses a non-empty database unless `--replace`, records the live tables' indexes,
+//!   the constraints that own some of them and the identity sequences, and creates one empty
+//!   staging table `import_<table>` per table (`LIKE <table>` with its defaults, identity,
+//!   `CHECK` constraints, generated columns, storage and comments, but no index and no primary
+//!   key yet), owned, granted and configured like the live one.
+//! - [`PgTarget::write`]: one `COPY … FROM STDIN (FREEZE)` per file (text format) into its
+//!   staging table, so the rows are stored frozen and all-visible and nothing rewrites them
+//!   later to set hint bits. `characteristics` goes to a scratch table first.
+//! - [`PgTarget::finish`]: `ANALYZE`; the aggregates (`characteristics` is written once, its
+//!   `rating_sum/count` joined in from the ratings, so no `UPDATE` leaves a dead version of every
+//!   row; `product_meta` is counted from the reviews); the primary keys and secondary indexes,
+//!   built on the loaded tables under temporary names; the identity sequences set after the
+//!   highest imported id. Then the swap: `ACCESS EXCLUSIVE` on the live tables (taken in short
+//!   tries, so readers never queue behind the import for long and a deadlock with a reader is
+//!   retried, not fatal), `DROP` them, and rename the staging tables, their indexes, constraints
+//!   and sequences to the original names. Commit, then `VACUUM` the two aggregate tables.
+//!
+//! After an import the schema is exactly what the migrations made (same tables, columns,
+//! indexes, constraints and sequences, by name and definition; `_sqlx_migrations` is not
+//! touched). Anything else attached to the live tables — triggers, policies, publications — does
+//! not follow them; a view or a foreign key that depends on them makes the `DROP` fail and the
+//! whole import roll back.
 //!
 //! Rows reach `COPY` already validated: PostgreSQL aborts a whole `COPY` on one bad row.
 
 use std::io::Write;
 use std::str::FromStr;
+use std::time::Duration;
 
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
-use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions, PgRow as DbRow};
+use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRow as DbRow};
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc::Receiver;
 
@@ -27,17 +50,82 @@ use crate::store::POSTGRES_MIGRATOR;
 /// Bytes of COPY data gathered before one network write.
 const COPY_CHUNK: usize = 1 << 20;
 
+/// Where `characteristics.csv` is copied before the aggregates are joined in.
+const CHARACTERISTIC_ROWS: &str = "import_characteristic_rows";
+
+/// One try at the swap's locks waits at most this long; readers arriving meanwhile queue behind
+/// it, so this is also the longest a reader waits for a try (the API's own lock timeout is 2 s).
+const SWAP_LOCK_WAIT: Duration = Duration::from_millis(500);
+/// Pause between tries, so queued readers get through.
+const SWAP_LOCK_PAUSE: Duration = Duration::from_millis(500);
+/// Tries before the last one, which waits as long as it takes.
+const SWAP_LOCK_TRIES: u32 = 120;
+
 /// How a row is written as a line of `COPY` text and read back for `--verify`.
 pub trait CopyRow: CsvRow {
     fn encode(&self, out: &mut Vec<u8>);
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error>;
 }
 
+/// The staging table that becomes `table` at the swap.
+fn staging_name(table: &str) -> String {
+    format!("import_{table}")
+}
+
+/// The table a file is copied into.
+fn load_table(table: &str) -> String {
+    if table == "characteristics" {
+        CHARACTERISTIC_ROWS.to_owned()
+    } else {
+        staging_name(table)
+    }
+}
+
+/// `a, b, c`, each quoted.
+fn table_list<'a>(tables: impl IntoIterator<Item = &'a str>) -> String {
+    tables
+        .into_iter()
+        .map(quote_ident)
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// An index of a live table, built on its staging table under a temporary name and given its
+/// own name back at the swap.
+struct StagedIndex {
+    /// The live table.
+    table: String,
+    /// The live index's name.
+    name: String,
+    /// Its name on the staging table until the swap.
+    temp: String,
+    build: IndexBuild,
+}
+
+enum IndexBuild {
+    /// The index of a constraint (primary key, unique, exclusion): its name and
+    /// `pg_get_constraintdef`, added with `ALTER TABLE … ADD CONSTRAINT`.
+    Constraint { name: String, definition: String },
+    /// A plain index: the `CREATE INDEX` statement for the staging table.
+    Index(String),
+}
+
+/// An identity sequence of a live table and its counterpart on the staging table.
+struct StagedSequence {
+    /// The staging table.
+    table: String,
+    column: String,
+    /// The live sequence's name.
+    name: String,
+    /// The staging table's sequence.
+    temp: String,
+}
+
 pub struct PgTarget {
     pool: PgPool,
     tx: Option<Transaction<'static, Postgres>>,
-    /// (qualified name, CREATE INDEX statement) to rebuild after loading.
-    indexes: Vec<(String, String)>,
+    indexes: Vec<StagedIndex>,
+    sequences: Vec<StagedSequence>,
 }
 
 impl PgTarget {
@@ -56,6 +144,7 @@ impl PgTarget {
             pool,
             tx: None,
             indexes: Vec::new(),
+            sequences: Vec::new(),
         })
     }
 
@@ -63,14 +152,28 @@ impl PgTarget {
         self.tx.as_mut().expect("prepare() opens the transaction")
     }
 
-    /// Opens the import's transaction; refuses a non-empty database unless `replace`, which
-    /// truncates; drops the secondary indexes.
+    /// Opens the import's transaction and locks the live tables against writes; refuses a
+    /// non-empty database unless `replace`; creates the empty staging tables.
     pub async fn prepare(&mut self, replace: bool) -> anyhow::Result<()> {
         let mut tx = self.pool.begin().await?;
-        // Server memory for the index builds at the end (not this process's).
-        sqlx::query("SET LOCAL maintenance_work_mem = '256MB'")
-            .execute(&mut *tx)
-            .await?;
+        for set in [
+            // Server memory for the aggregates and index builds at the end (not this process's).
+            "SET LOCAL maintenance_work_mem = '256MB'",
+            "SET LOCAL work_mem = '256MB'",
+            // No notices (`DROP TABLE IF EXISTS` of nothing) in the log.
+            "SET LOCAL client_min_messages = warning",
+        ] {
+            sqlx::query(set).execute(&mut *tx).await?;
+        }
+        // Writers wait until the commit: what they wrote to the live tables would be lost in the
+        // swap. Readers are not blocked by this mode.
+        let live = table_list(IMPORTED_TABLES);
+        sqlx::query(AssertSqlSafe(format!(
+            "LOCK TABLE {live} IN SHARE ROW EXCLUSIVE MODE"
+        )))
+        .execute(&mut *tx)
+        .await
+        .context("locking the review tables against writes")?;
         let mut non_empty = Vec::new();
         for table in IMPORTED_TABLES {
             let sql = format!("SELECT EXISTS (SELECT 1 FROM {})", quote_ident(table));
@@ -81,44 +184,66 @@ impl PgTarget {
                 non_empty.push(table);
             }
         }
-        if !non_empty.is_empty() {
-            if !replace {
-                bail!(
-                    "the database already holds rows in {}; importing again would duplicate them. \
-                     Use --replace to empty these tables first, or import into a new database",
-                    non_empty.join(", ")
-                );
+        if !non_empty.is_empty() && !replace {
+            bail!(
+                "the database already holds rows in {}; importing again would duplicate them. \
+                 Use --replace to empty these tables first, or import into a new database",
+                non_empty.join(", ")
+            );
+        }
+        // With `replace` there is nothing to empty: the swap drops the live tables whole.
+        self.indexes = live_indexes(&mut tx).await?;
+        self.sequences.clear();
+        for table in IMPORTED_TABLES {
+            let staging = staging_name(table);
+            let sql = format!(
+                "DROP TABLE IF EXISTS {s}; \
+                 CREATE TABLE {s} (LIKE {t} INCLUDING DEFAULTS INCLUDING IDENTITY \
+                 INCLUDING CONSTRAINTS INCLUDING GENERATED INCLUDING STORAGE INCLUDING COMMENTS)",
+                s = quote_ident(&staging),
+                t = quote_ident(table)
+            );
+            sqlx::raw_sql(AssertSqlSafe(sql))
+                .execute(&mut *tx)
+                .await
+                .with_context(|| format!("creating the staging table {staging}"))?;
+            copy_table_settings(&mut tx, table, &staging).await?;
+            let staged = identity_sequences(&mut tx, &staging).await?;
+            for (column, name) in identity_sequences(&mut tx, table).await? {
+                let temp = staged
+                    .iter()
+                    .find(|(c, _)| *c == column)
+                    .map(|(_, s)| s.clone())
+                    .with_context(|| format!("{staging}.{column} has no identity sequence"))?;
+                self.sequences.push(StagedSequence {
+                    table: staging.clone(),
+                    column,
+                    name,
+                    temp,
+                });
             }
-            let tables: Vec<String> = IMPORTED_TABLES.iter().map(|t| quote_ident(t)).collect();
-            sqlx::query(AssertSqlSafe(format!("TRUNCATE {}", tables.join(", "))))
-                .execute(&mut *tx)
-                .await?;
         }
-        // Every index of the tables that no constraint owns (primary keys stay: they cost little
-        // on ascending ids and guard against duplicates).
-        self.indexes = sqlx::query_as(
-            "SELECT quote_ident(i.schemaname) || '.' || quote_ident(i.indexname), i.indexdef \
-             FROM pg_indexes i \
-             WHERE i.schemaname = current_schema() AND i.tablename = ANY($1) \
-               AND NOT EXISTS (SELECT 1 FROM pg_constraint c \
-                               WHERE c.conindid = (quote_ident(i.schemaname) || '.' || quote_ident(i.indexname))::regclass) \
-             ORDER BY i.tablename, i.indexname",
-        )
-        .bind(IMPORTED_TABLES.iter().map(|t| t.to_string()).collect::<Vec<_>>())
-        .fetch_all(&mut *tx)
-        .await?;
-        for (name, _) in &self.indexes {
-            sqlx::query(AssertSqlSafe(format!("DROP INDEX {name}")))
-                .execute(&mut *tx)
-                .await?;
-        }
+        let sql = format!(
+            "DROP TABLE IF EXISTS {r}; \
+             CREATE TABLE {r} AS SELECT id, product_id, name FROM characteristics WITH NO DATA",
+            r = quote_ident(CHARACTERISTIC_ROWS)
+        );
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *tx)
+            .await
+            .context("creating the staging table for characteristics")?;
         self.tx = Some(tx);
         Ok(())
     }
 
     /// Streams every batch received into one `COPY`; returns the rows PostgreSQL counted.
     pub async fn write<T: CopyRow>(&mut self, rx: &mut Receiver<Vec<T>>) -> anyhow::Result<u64> {
-        let stmt = format!("COPY {} ({}) FROM STDIN", T::TABLE, T::COLUMNS.join(", "));
+        // FREEZE: the table was created in this transaction, so its rows can be written frozen.
+        let stmt = format!(
+            "COPY {} ({}) FROM STDIN (FREEZE)",
+            quote_ident(&load_table(T::TABLE)),
+            T::COLUMNS.join(", ")
+        );
         let mut copy = self
             .tx()
             .copy_in_raw(&stmt)
@@ -144,44 +269,116 @@ impl PgTarget {
         Ok(rows)
     }
 
-    /// Aggregates, sequences and indexes, then commit; then `ANALYZE`.
+    /// Statistics, aggregates, indexes and sequences on the staging tables; the swap; commit;
+    /// then `VACUUM` of the aggregate tables.
     pub async fn finish(&mut self) -> anyhow::Result<()> {
         let mut tx = self.tx.take().expect("prepare() opens the transaction");
+        // The aggregate queries plan with these statistics; the swap commits them with the tables.
+        let loaded = [
+            staging_name("reviews"),
+            staging_name("reviews_photos"),
+            CHARACTERISTIC_ROWS.to_owned(),
+            staging_name("characteristic_reviews"),
+        ];
+        analyze(&mut tx, &loaded).await?;
         sqlx::query(CHARACTERISTIC_AGGREGATES_SQL)
             .execute(&mut *tx)
             .await
             .context("summing characteristic ratings")?;
+        sqlx::query(AssertSqlSafe(format!(
+            "DROP TABLE {}",
+            quote_ident(CHARACTERISTIC_ROWS)
+        )))
+        .execute(&mut *tx)
+        .await?;
         sqlx::query(PRODUCT_META_SQL)
             .execute(&mut *tx)
             .await
             .context("counting product ratings")?;
-        for table in [
-            "reviews",
-            "reviews_photos",
-            "characteristics",
-            "characteristic_reviews",
-        ] {
-            // New ids continue after the highest imported one (the first is 1 when empty).
-            let sql = format!(
-                "SELECT setval(pg_get_serial_sequence('{table}', 'id'), GREATEST(MAX(id), 1), MAX(id) IS NOT NULL) FROM {table}"
-            );
+        analyze(
+            &mut tx,
+            &[
+                staging_name("characteristics"),
+                staging_name("product_meta"),
+            ],
+        )
+        .await?;
+        for index in &self.indexes {
+            let staging = quote_ident(&staging_name(&index.table));
+            let temp = quote_ident(&index.temp);
+            let sql = match &index.build {
+                IndexBuild::Constraint { definition, .. } => {
+                    format!("ALTER TABLE {staging} ADD CONSTRAINT {temp} {definition}")
+                }
+                IndexBuild::Index(create) => create.clone(),
+            };
             sqlx::query(AssertSqlSafe(sql))
                 .execute(&mut *tx)
                 .await
-                .with_context(|| format!("restarting the id sequence of {table}"))?;
+                .with_context(|| format!("building index {} of {}", index.name, index.table))?;
         }
-        for (name, sql) in &self.indexes {
-            sqlx::query(AssertSqlSafe(sql.clone()))
+        for seq in &self.sequences {
+            // New ids continue after the highest imported one (the first is 1 when empty). After
+            // the primary keys, so MAX is an index lookup.
+            let column = quote_ident(&seq.column);
+            let sql = format!(
+                "SELECT setval($1::regclass, GREATEST(MAX({column}), 1), MAX({column}) IS NOT NULL) FROM {}",
+                quote_ident(&seq.table)
+            );
+            sqlx::query(AssertSqlSafe(sql))
+                .bind(quote_ident(&seq.temp))
                 .execute(&mut *tx)
                 .await
-                .with_context(|| format!("creating index {name}"))?;
+                .with_context(|| format!("restarting the id sequence of {}", seq.table))?;
         }
+        self.swap(&mut tx)
+            .await
+            .context("swapping the imported tables in")?;
         tx.commit().await.context("committing the import")?;
-        sqlx::raw_sql("VACUUM (ANALYZE) characteristics")
+        // The aggregate tables were written by INSERT: set their hint bits and visibility map now
+        // rather than on the first reads.
+        sqlx::raw_sql("VACUUM characteristics, product_meta")
             .execute(&self.pool)
             .await?;
-        sqlx::raw_sql("ANALYZE reviews, reviews_photos, characteristic_reviews, product_meta")
-            .execute(&self.pool)
+        Ok(())
+    }
+
+    /// Replaces the live tables by the staging tables, under the live names.
+    async fn swap(&self, conn: &mut PgConnection) -> anyhow::Result<()> {
+        lock_for_swap(conn).await?;
+        let live = table_list(IMPORTED_TABLES);
+        let mut sql = format!("DROP TABLE {live};\n");
+        for table in IMPORTED_TABLES {
+            sql += &format!(
+                "ALTER TABLE {} RENAME TO {};\n",
+                quote_ident(&staging_name(table)),
+                quote_ident(table)
+            );
+        }
+        for index in &self.indexes {
+            sql += &match &index.build {
+                IndexBuild::Constraint { name, .. } => format!(
+                    "ALTER TABLE {} RENAME CONSTRAINT {} TO {};\n",
+                    quote_ident(&index.table),
+                    quote_ident(&index.temp),
+                    quote_ident(name)
+                ),
+                IndexBuild::Index(_) => format!(
+                    "ALTER INDEX {} RENAME TO {};\n",
+                    quote_ident(&index.temp),
+                    quote_ident(&index.name)
+                ),
+            };
+        }
+        for seq in &self.sequences {
+            sql += &format!(
+                "ALTER SEQUENCE {} RENAME TO {};\n",
+                quote_ident(&seq.temp),
+                quote_ident(&seq.name)
+            );
+        }
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
             .await?;
         Ok(())
     }
@@ -214,18 +411,216 @@ impl PgTarget {
     }
 }
 
-const CHARACTERISTIC_AGGREGATES_SQL: &str = "UPDATE characteristics \
-    SET rating_sum = a.s, rating_count = a.c \
-    FROM (SELECT characteristic_id, SUM(value) AS s, COUNT(*) AS c FROM characteristic_reviews GROUP BY characteristic_id) AS a \
-    WHERE characteristics.id = a.characteristic_id";
+/// (table, index, `pg_get_indexdef`, owning constraint, `pg_get_constraintdef`).
+type IndexRow = (String, String, String, Option<String>, Option<String>);
 
-const PRODUCT_META_SQL: &str = "INSERT INTO product_meta \
+/// Every index of the live tables, primary keys first, with what rebuilds it on the staging
+/// table.
+async fn live_indexes(conn: &mut PgConnection) -> anyhow::Result<Vec<StagedIndex>> {
+    let rows: Vec<IndexRow> = sqlx::query_as(
+        "SELECT t.relname::text, i.relname::text, pg_get_indexdef(i.oid), \
+                c.conname::text, pg_get_constraintdef(c.oid) \
+         FROM pg_index x \
+         JOIN pg_class i ON i.oid = x.indexrelid \
+         JOIN pg_class t ON t.oid = x.indrelid \
+         LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+                                  AND c.contype IN ('p', 'u', 'x') \
+         WHERE t.relnamespace = (SELECT oid FROM pg_namespace WHERE nspname = current_schema()) \
+           AND t.relname::text = ANY($1::text[]) \
+         ORDER BY array_position($1::text[], t.relname::text), c.oid IS NULL, i.relname",
+    )
+    .bind(IMPORTED_TABLES.map(str::to_owned).to_vec())
+    .fetch_all(&mut *conn)
+    .await
+    .context("reading the index definitions")?;
+    rows.into_iter()
+        .enumerate()
+        .map(|(n, (table, name, indexdef, constraint, definition))| {
+            let temp = format!("import_index_{n}");
+            let build = match (constraint, definition) {
+                (Some(name), Some(definition)) => IndexBuild::Constraint { name, definition },
+                _ => IndexBuild::Index(retarget_index(&indexdef, &temp, &staging_name(&table))?),
+            };
+            Ok(StagedIndex {
+                table,
+                name,
+                temp,
+                build,
+            })
+        })
+        .collect()
+}
+
+/// `pg_get_indexdef`'s `CREATE [UNIQUE] INDEX name ON table USING …`, for another name and
+/// table.
+fn retarget_index(indexdef: &str, name: &str, table: &str) -> anyhow::Result<String> {
+    let unique = if indexdef.starts_with("CREATE UNIQUE INDEX ") {
+        "UNIQUE "
+    } else if indexdef.starts_with("CREATE INDEX ") {
+        ""
+    } else {
+        bail!("unexpected index definition {indexdef:?}")
+    };
+    let Some((_, method_on)) = indexdef.split_once(" USING ") else {
+        bail!("unexpected index definition {indexdef:?}")
+    };
+    Ok(format!(
+        "CREATE {unique}INDEX {} ON {} USING {method_on}",
+        quote_ident(name),
+        quote_ident(table)
+    ))
+}
+
+/// (column, sequence name) of each identity column of `table`.
+async fn identity_sequences(
+    conn: &mut PgConnection,
+    table: &str,
+) -> anyhow::Result<Vec<(String, String)>> {
+    sqlx::query_as(
+        "SELECT a.attname::text, s.relname::text \
+         FROM pg_attribute a \
+         JOIN pg_class s ON s.oid = pg_get_serial_sequence($1, a.attname::text)::regclass \
+         WHERE a.attrelid = $1::regclass AND a.attnum > 0 AND NOT a.attisdropped \
+           AND a.attidentity <> '' \
+         ORDER BY a.attnum",
+    )
+    .bind(quote_ident(table))
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("reading the identity sequences of {table}"))
+}
+
+/// Gives the staging table the live table's owner, privileges and storage options, which
+/// `LIKE` does not copy.
+async fn copy_table_settings(
+    conn: &mut PgConnection,
+    live: &str,
+    staging: &str,
+) -> anyhow::Result<()> {
+    let (owner, mine, options): (String, bool, Option<String>) = sqlx::query_as(
+        "SELECT pg_get_userbyid(relowner)::text, pg_get_userbyid(relowner) = current_user, \
+                array_to_string(reloptions, ', ') \
+         FROM pg_class WHERE oid = $1::regclass",
+    )
+    .bind(quote_ident(live))
+    .fetch_one(&mut *conn)
+    .await
+    .with_context(|| format!("reading the settings of {live}"))?;
+    // The owner's own privileges are implicit; the rest are granted again.
+    let grants: Vec<(String, String, bool)> = sqlx::query_as(
+        "SELECT a.privilege_type, \
+                CASE WHEN a.grantee = 0 THEN 'PUBLIC' ELSE quote_ident(pg_get_userbyid(a.grantee)) END, \
+                a.is_grantable \
+         FROM pg_class c CROSS JOIN LATERAL aclexplode(c.relacl) a \
+         WHERE c.oid = $1::regclass AND NOT (a.grantee = c.relowner AND a.grantor = c.relowner)",
+    )
+    .bind(quote_ident(live))
+    .fetch_all(&mut *conn)
+    .await
+    .with_context(|| format!("reading the privileges on {live}"))?;
+    let staging = quote_ident(staging);
+    let mut sql = String::new();
+    if !mine {
+        sql += &format!("ALTER TABLE {staging} OWNER TO {};\n", quote_ident(&owner));
+    }
+    if let Some(options) = options {
+        sql += &format!("ALTER TABLE {staging} SET ({options});\n");
+    }
+    for (privilege, grantee, grantable) in grants {
+        let option = if grantable { " WITH GRANT OPTION" } else { "" };
+        sql += &format!("GRANT {privilege} ON TABLE {staging} TO {grantee}{option};\n");
+    }
+    if !sql.is_empty() {
+        sqlx::raw_sql(AssertSqlSafe(sql))
+            .execute(&mut *conn)
+            .await
+            .with_context(|| {
+                format!("giving {staging} the owner, privileges and options of {live}")
+            })?;
+    }
+    Ok(())
+}
+
+async fn analyze(conn: &mut PgConnection, tables: &[String]) -> anyhow::Result<()> {
+    let sql = format!("ANALYZE {}", table_list(tables.iter().map(String::as_str)));
+    sqlx::query(AssertSqlSafe(sql))
+        .execute(&mut *conn)
+        .await
+        .context("analyzing the imported tables")?;
+    Ok(())
+}
+
+/// Takes `ACCESS EXCLUSIVE` on the live tables for the swap. A try that cannot have them all
+/// within [`SWAP_LOCK_WAIT`] (a reader's transaction still open), or that deadlocks with a reader,
+/// gives back what it took and is repeated after [`SWAP_LOCK_PAUSE`]; after [`SWAP_LOCK_TRIES`]
+/// the last try waits as long as it takes.
+async fn lock_for_swap(conn: &mut PgConnection) -> anyhow::Result<()> {
+    let lock = format!(
+        "LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+        table_list(IMPORTED_TABLES)
+    );
+    let wait = format!("SET LOCAL lock_timeout = {}", SWAP_LOCK_WAIT.as_millis());
+    for attempt in 1..=SWAP_LOCK_TRIES {
+        // The savepoint scopes both the try's locks and its lock_timeout.
+        sqlx::raw_sql(AssertSqlSafe(format!("SAVEPOINT import_swap; {wait}")))
+            .execute(&mut *conn)
+            .await?;
+        match sqlx::query(AssertSqlSafe(lock.clone()))
+            .execute(&mut *conn)
+            .await
+        {
+            Ok(_) => {
+                sqlx::raw_sql("RELEASE SAVEPOINT import_swap; SET LOCAL lock_timeout TO DEFAULT")
+                    .execute(&mut *conn)
+                    .await?;
+                return Ok(());
+            }
+            Err(e) if is_lock_failure(&e) => {
+                sqlx::raw_sql("ROLLBACK TO SAVEPOINT import_swap; RELEASE SAVEPOINT import_swap")
+                    .execute(&mut *conn)
+                    .await?;
+                if attempt == 1 || attempt % 10 == 0 {
+                    tracing::warn!(
+                        attempt,
+                        error = %e,
+                        "the review tables are in use; retrying the swap"
+                    );
+                }
+                tokio::time::sleep(SWAP_LOCK_PAUSE).await;
+            }
+            Err(e) => return Err(e).context("locking the review tables for the swap"),
+        }
+    }
+    sqlx::query(AssertSqlSafe(lock))
+        .execute(&mut *conn)
+        .await
+        .context("locking the review tables for the swap")?;
+    Ok(())
+}
+
+/// A lock not granted in time (`lock_not_available`) or a deadlock (`deadlock_detected`).
+fn is_lock_failure(e: &sqlx::Error) -> bool {
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .is_some_and(|code| code == "55P03" || code == "40P01")
+}
+
+/// The characteristics with their ratings summed, written once in id order.
+const CHARACTERISTIC_AGGREGATES_SQL: &str = "INSERT INTO import_characteristics \
+    (id, product_id, name, rating_sum, rating_count) \
+    SELECT c.id, c.product_id, c.name, COALESCE(a.s, 0), COALESCE(a.n, 0) \
+    FROM import_characteristic_rows AS c LEFT JOIN \
+    (SELECT characteristic_id, SUM(value) AS s, COUNT(*) AS n FROM import_characteristic_reviews GROUP BY characteristic_id) AS a \
+    ON a.characteristic_id = c.id \
+    ORDER BY c.id";
+
+const PRODUCT_META_SQL: &str = "INSERT INTO import_product_meta \
     (product_id, rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true) \
     SELECT product_id, \
     COUNT(*) FILTER (WHERE rating = 1), COUNT(*) FILTER (WHERE rating = 2), COUNT(*) FILTER (WHERE rating = 3), \
     COUNT(*) FILTER (WHERE rating = 4), COUNT(*) FILTER (WHERE rating = 5), \
     COUNT(*) FILTER (WHERE NOT recommend), COUNT(*) FILTER (WHERE recommend) \
-    FROM reviews GROUP BY product_id";
+    FROM import_reviews GROUP BY product_id ORDER BY product_id";
 
 async fn sum_table<T: CopyRow>(pool: &PgPool, sums: &mut Checksums) -> anyhow::Result<()> {
     let sql = format!("SELECT {} FROM {}", T::COLUMNS.join(", "), T::TABLE);
@@ -408,6 +803,34 @@ mod tests {
         out.push(b'|');
         put_opt_text(&mut out, Some("\\N"));
         assert_eq!(out, b"\\N|null|\\\\N".to_vec());
+    }
+
+    #[test]
+    fn an_index_definition_is_retargeted_to_the_staging_table_under_its_temporary_name() {
+        let def = "CREATE INDEX reviews_by_newest ON public.reviews USING btree (product_id, date_ms DESC, id DESC) WHERE (NOT reported)";
+        assert_eq!(
+            retarget_index(def, "import_index_1", "import_reviews").unwrap(),
+            "CREATE INDEX \"import_index_1\" ON \"import_reviews\" USING btree (product_id, date_ms DESC, id DESC) WHERE (NOT reported)"
+        );
+        let def = "CREATE UNIQUE INDEX u ON public.t USING btree (a)";
+        assert_eq!(
+            retarget_index(def, "x", "import_t").unwrap(),
+            "CREATE UNIQUE INDEX \"x\" ON \"import_t\" USING btree (a)"
+        );
+        assert!(retarget_index("ALTER TABLE t", "x", "y").is_err());
+    }
+
+    #[test]
+    fn files_are_copied_into_staging_tables_and_the_aggregates_read_them() {
+        assert_eq!(load_table("reviews"), "import_reviews");
+        assert_eq!(load_table("characteristics"), CHARACTERISTIC_ROWS);
+        for table in ["characteristics", "characteristic_reviews"] {
+            assert!(CHARACTERISTIC_AGGREGATES_SQL.contains(&staging_name(table)));
+        }
+        assert!(CHARACTERISTIC_AGGREGATES_SQL.contains(CHARACTERISTIC_ROWS));
+        for table in ["product_meta", "reviews"] {
+            assert!(PRODUCT_META_SQL.contains(&staging_name(table)));
+        }
     }
 
     #[test]

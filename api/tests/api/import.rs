@@ -620,3 +620,302 @@ async fn a_clean_generated_set_loads_every_row() {
         assert_eq!(counts(&summary, file), (g.rows, g.rows, 0), "{file}");
     }
 }
+
+// ---------------------------------------------------------------------------------------------
+// PostgreSQL: staging tables swapped in
+
+/// One connection to a PostgreSQL test database.
+async fn pg_pool(db: &TestDb) -> PgPool {
+    PgPoolOptions::new()
+        .max_connections(1)
+        .connect(&db.url)
+        .await
+        .unwrap()
+}
+
+/// The schema as text lines, to compare: every relation of the schema with its kind, owner,
+/// privileges and options; the columns; the indexes; the constraints; the sequences and which
+/// column owns each; and the migrations applied.
+async fn pg_schema(pool: &PgPool) -> Vec<String> {
+    const NS: &str = "(SELECT oid FROM pg_namespace WHERE nspname = current_schema())";
+    let queries = [
+        format!(
+            "SELECT 'relation ' || c.relname || ' ' || c.relkind::text || ' owner=' || pg_get_userbyid(c.relowner) \
+             || ' acl=' || COALESCE(c.relacl::text, '-') || ' options=' || COALESCE(array_to_string(c.reloptions, ','), '-') \
+             FROM pg_class c WHERE c.relnamespace = {NS}"
+        ),
+        "SELECT 'column ' || table_name || '.' || column_name || ' ' || ordinal_position || ' ' || data_type \
+         || ' ' || is_nullable || ' default=' || COALESCE(column_default, '-') || ' identity=' || is_identity \
+         || ' ' || COALESCE(identity_generation, '-') \
+         FROM information_schema.columns WHERE table_schema = current_schema()"
+            .to_owned(),
+        "SELECT 'index ' || tablename || ' ' || indexname || ' ' || indexdef FROM pg_indexes \
+         WHERE schemaname = current_schema()"
+            .to_owned(),
+        format!(
+            "SELECT 'constraint ' || conrelid::regclass::text || ' ' || conname || ' ' || contype::text || ' ' \
+             || pg_get_constraintdef(oid) || ' index=' || conindid::regclass::text \
+             FROM pg_constraint WHERE connamespace = {NS}"
+        ),
+        "SELECT 'sequence ' || sequencename || ' ' || data_type::text || ' ' || start_value || ' ' || min_value \
+         || ' ' || max_value || ' ' || increment_by || ' ' || cycle || ' ' || cache_size \
+         FROM pg_sequences WHERE schemaname = current_schema()"
+            .to_owned(),
+        format!(
+            "SELECT 'identity ' || a.attrelid::regclass::text || '.' || a.attname || ' ' \
+             || pg_get_serial_sequence(a.attrelid::regclass::text, a.attname) \
+             FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid \
+             WHERE c.relnamespace = {NS} AND a.attidentity <> ''"
+        ),
+        "SELECT 'migration ' || version || ' ' || description || ' ' || success || ' ' || encode(checksum, 'hex') \
+         FROM _sqlx_migrations"
+            .to_owned(),
+    ];
+    let mut lines = Vec::new();
+    for sql in queries {
+        let mut rows: Vec<String> = sqlx::query_scalar(AssertSqlSafe(sql))
+            .fetch_all(pool)
+            .await
+            .unwrap();
+        rows.sort();
+        lines.extend(rows);
+    }
+    lines
+}
+
+#[tokio::test]
+async fn an_import_leaves_the_schema_exactly_as_the_migrations_made_it_on_postgres() {
+    let test = "an_import_leaves_the_schema_exactly_as_the_migrations_made_it_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    let pool = pg_pool(&db).await;
+    reviews_api::store::POSTGRES_MIGRATOR
+        .run(&pool)
+        .await
+        .unwrap();
+    // What a deployment may add (a read-only grant, storage options) must survive the swap too.
+    sqlx::raw_sql(
+        "GRANT SELECT ON reviews, product_meta TO PUBLIC; \
+         ALTER TABLE reviews SET (fillfactor = 90, autovacuum_vacuum_scale_factor = 0.05)",
+    )
+    .execute(&pool)
+    .await
+    .unwrap();
+    let migrated = pg_schema(&pool).await;
+    for table in ["reviews", "characteristics", "product_meta"] {
+        assert!(
+            migrated
+                .iter()
+                .any(|l| l.starts_with(&format!("relation {table} r"))),
+            "{migrated:#?}"
+        );
+    }
+    assert!(
+        migrated
+            .iter()
+            .any(|l| l.starts_with("index reviews reviews_by_newest ")),
+        "{migrated:#?}"
+    );
+    assert!(
+        migrated
+            .iter()
+            .any(|l| l.starts_with("constraint reviews reviews_pkey p PRIMARY KEY (id)")),
+        "{migrated:#?}"
+    );
+    assert!(
+        migrated
+            .iter()
+            .any(|l| l.starts_with("identity reviews.id public.reviews_id_seq")),
+        "{migrated:#?}"
+    );
+
+    let data = tempfile::tempdir().unwrap();
+    write_dirty(data.path());
+    let mut opts = db.options(data.path());
+    import::import(&opts).await.unwrap();
+    assert_eq!(pg_schema(&pool).await, migrated, "after an import");
+
+    opts.replace = true;
+    let summary = import::import(&opts).await.unwrap();
+    assert!(summary.verify.as_ref().unwrap().is_ok());
+    assert_eq!(pg_schema(&pool).await, migrated, "after a --replace import");
+    // New rows still get their ids from the renamed sequences.
+    let conn = db.connect().await;
+    assert_eq!(conn.insert_review().await, 8);
+    conn.close().await;
+    pool.close().await;
+}
+
+/// Whether another session of this database (the importer) matches a `pg_stat_activity`
+/// condition.
+async fn importer_is(conn: &mut PgConnection, condition: &str) -> bool {
+    let sql = format!(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity \
+         WHERE datname = current_database() AND pid <> pg_backend_pid() AND {condition})"
+    );
+    sqlx::query_scalar(AssertSqlSafe(sql))
+        .fetch_one(conn)
+        .await
+        .unwrap()
+}
+
+/// Polls until the importer matches `condition` (two minutes at most).
+async fn wait_for_importer(conn: &mut PgConnection, condition: &str) {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(120);
+    while !importer_is(conn, condition).await {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the importer was never seen with {condition}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+}
+
+#[tokio::test]
+async fn readers_are_not_blocked_while_an_import_loads_on_postgres() {
+    use reviews_api::generate::{GenerateOptions, generate};
+    let test = "readers_are_not_blocked_while_an_import_loads_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    // The rows readers see meanwhile: the dirty set (3 reviews).
+    let old = tempfile::tempdir().unwrap();
+    write_dirty(old.path());
+    import::import(&db.options(old.path())).await.unwrap();
+    // A set large enough to spend a while loading.
+    let data = tempfile::tempdir().unwrap();
+    let generated = generate(&GenerateOptions::new(data.path(), 10_000)).unwrap();
+
+    // A reader's open transaction on product_meta holds the import at its swap until released
+    // below: whatever the timing, the import cannot have finished while the test reads.
+    let mut holder = PgConnection::connect(&db.url).await.unwrap();
+    sqlx::raw_sql("BEGIN; SELECT COUNT(*) FROM product_meta")
+        .execute(&mut holder)
+        .await
+        .unwrap();
+
+    let mut opts = db.options(data.path());
+    opts.replace = true;
+    let mut reader = PgConnection::connect(&db.url).await.unwrap();
+    // A blocked read fails the test instead of hanging it.
+    sqlx::raw_sql("SET statement_timeout = '2s'")
+        .execute(&mut reader)
+        .await
+        .unwrap();
+    // Waits until the importer is copying rows, then reads the live tables.
+    let read_mid_load = async {
+        wait_for_importer(&mut reader, "state = 'active' AND query LIKE 'COPY %'").await;
+        let reviews: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reviews")
+            .fetch_one(&mut reader)
+            .await
+            .expect("a read during the import's load answers");
+        let rating_5: i64 =
+            sqlx::query_scalar("SELECT rating_5 FROM product_meta WHERE product_id = 1")
+                .fetch_one(&mut reader)
+                .await
+                .expect("a read during the import's load answers");
+        (reviews, rating_5)
+    };
+    // The import runs concurrently with the reads, in this task.
+    let mut importing = std::pin::pin!(import::import(&opts));
+    let (reviews, rating_5) = tokio::select! {
+        result = &mut importing => panic!(
+            "the import ended before the reads: {:?}",
+            result.map(|s| s.to_string())
+        ),
+        reads = read_mid_load => reads,
+    };
+    // Mid-load, the live tables answer with the old rows.
+    assert_eq!((reviews, rating_5), (3, 1));
+
+    // At the swap the import waits for the holder's lock, in short tries that give their locks
+    // back: a reader of a table the import already locked gets through between them.
+    let read_at_swap = async {
+        wait_for_importer(
+            &mut reader,
+            "wait_event_type = 'Lock' AND query LIKE 'LOCK TABLE %'",
+        )
+        .await;
+        sqlx::query_scalar::<_, i64>("SELECT COUNT(*) FROM reviews")
+            .fetch_one(&mut reader)
+            .await
+            .expect("a read while the import waits to swap answers")
+    };
+    let reviews = tokio::select! {
+        result = &mut importing => panic!(
+            "the import ended before the swap: {:?}",
+            result.map(|s| s.to_string())
+        ),
+        reviews = read_at_swap => reviews,
+    };
+    assert_eq!(reviews, 3);
+
+    sqlx::raw_sql("COMMIT").execute(&mut holder).await.unwrap();
+    let summary = importing.await.unwrap();
+    assert!(summary.verify.as_ref().unwrap().is_ok());
+    let reviews: i64 = sqlx::query_scalar("SELECT COUNT(*) FROM reviews")
+        .fetch_one(&mut reader)
+        .await
+        .unwrap();
+    assert_eq!(reviews as u64, generated.file("reviews.csv").unwrap().rows);
+    holder.close().await.unwrap();
+    reader.close().await.unwrap();
+}
+
+#[tokio::test]
+async fn a_failed_import_leaves_the_previous_data_in_place_on_postgres() {
+    use reviews_api::generate::{GenerateOptions, generate};
+    let test = "a_failed_import_leaves_the_previous_data_in_place_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    let old = tempfile::tempdir().unwrap();
+    write_dirty(old.path());
+    import::import(&db.options(old.path())).await.unwrap();
+    let pool = pg_pool(&db).await;
+    // A view on reviews makes the swap's DROP TABLE fail: the import fails at its very end, after
+    // every row, aggregate and index of the new set was built.
+    sqlx::raw_sql("CREATE VIEW review_ids AS SELECT id FROM reviews")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let schema = pg_schema(&pool).await;
+
+    let data = tempfile::tempdir().unwrap();
+    let generated = generate(&GenerateOptions::new(data.path(), 200)).unwrap();
+    let mut opts = db.options(data.path());
+    opts.replace = true;
+    let err = format!("{:#}", import::import(&opts).await.unwrap_err());
+    assert!(err.contains("swapping the imported tables in"), "{err}");
+    assert!(err.contains("depend"), "{err}");
+
+    // Everything as before: rows, aggregates, schema (no staging table left), sequences.
+    assert_eq!(pg_schema(&pool).await, schema);
+    let conn = db.connect().await;
+    assert_eq!(conn.count("reviews").await, 3);
+    assert_eq!(conn.count("reviews_photos").await, 1);
+    assert_eq!(conn.count("characteristics").await, 2);
+    assert_eq!(conn.count("characteristic_reviews").await, 3);
+    assert_eq!(conn.count("product_meta").await, 2);
+    assert_eq!(conn.meta(2).await, Some([0, 1, 0, 0, 1, 1, 1]));
+    assert_eq!(
+        conn.characteristics(2).await,
+        vec![(2, "Quality".to_owned(), 9, 2)]
+    );
+    assert_eq!(conn.insert_review().await, 8);
+
+    // Without the view the same import goes through.
+    sqlx::raw_sql("DROP VIEW review_ids")
+        .execute(&pool)
+        .await
+        .unwrap();
+    let summary = import::import(&opts).await.unwrap();
+    assert!(summary.verify.as_ref().unwrap().is_ok());
+    assert_eq!(
+        conn.count("reviews").await as u64,
+        generated.file("reviews.csv").unwrap().rows
+    );
+    conn.close().await;
+    pool.close().await;
+}
