@@ -18,9 +18,28 @@ pub use sqlite::{SqliteStore, connect_options as sqlite_connect_options};
 /// The SQL behind the two read routes on each backend, exactly as the stores run it, so the
 /// query-plan benchmark (`api/examples/query_plans.rs`) measures what the API executes.
 pub mod statements {
-    pub use super::postgres::read_statements as postgres;
-    pub use super::sqlite::read_statements as sqlite;
     pub use super::{ReadStatement, StatementParams};
+    use super::{postgres as pg, read_statement_set, sqlite as lite};
+
+    /// The statements behind `GET /reviews` and `GET /reviews/meta` on PostgreSQL.
+    pub fn postgres() -> Vec<ReadStatement> {
+        read_statement_set(
+            pg::list_sql,
+            pg::PHOTOS_SQL,
+            pg::META_COUNTS_SQL,
+            pg::META_CHARACTERISTICS_SQL,
+        )
+    }
+
+    /// The same on SQLite.
+    pub fn sqlite() -> Vec<ReadStatement> {
+        read_statement_set(
+            lite::list_sql,
+            lite::PHOTOS_SQL,
+            lite::META_COUNTS_SQL,
+            lite::META_CHARACTERISTICS_SQL,
+        )
+    }
 }
 
 /// What a [`ReadStatement`] binds, in order.

@@ -11,8 +11,7 @@ use super::rows::{
     attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql, review_from_row,
 };
 use super::{
-    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, ReadStatement, Review,
-    ReviewStore, StoreError, read_statement_set,
+    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, Review, ReviewStore, StoreError,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -65,7 +64,7 @@ fn redact(url: &str) -> String {
 /// One statement per order; each matches one partial index column for column. The casts in the
 /// select list are renamed so that ORDER BY names the stored columns, not the cast
 /// expressions (which no index covers, and PostgreSQL would sort).
-fn list_sql(sort: Sort) -> &'static str {
+pub(super) fn list_sql(sort: Sort) -> &'static str {
     match sort {
         Sort::Newest => {
             "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
@@ -85,20 +84,10 @@ fn list_sql(sort: Sort) -> &'static str {
     }
 }
 
-const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id";
-const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
+pub(super) const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id";
+pub(super) const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
      FROM product_meta WHERE product_id = $1";
-const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id";
-
-/// The statements behind `GET /reviews` and `GET /reviews/meta`, for the query-plan benchmark.
-pub fn read_statements() -> Vec<ReadStatement> {
-    read_statement_set(
-        list_sql,
-        PHOTOS_SQL,
-        META_COUNTS_SQL,
-        META_CHARACTERISTICS_SQL,
-    )
-}
+pub(super) const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id";
 
 #[async_trait]
 impl ReviewStore for PostgresStore {

@@ -15,8 +15,7 @@ use super::rows::{
     review_from_row,
 };
 use super::{
-    DbLimits, ListQuery, PoolStats, ProductMeta, ReadStatement, Review, ReviewStore,
-    SQLITE_MIGRATOR, StoreError, read_statement_set,
+    DbLimits, ListQuery, PoolStats, ProductMeta, Review, ReviewStore, SQLITE_MIGRATOR, StoreError,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -78,7 +77,7 @@ impl SqliteStore {
 }
 
 /// One statement per order; each matches one partial index column for column.
-fn list_sql(sort: Sort) -> &'static str {
+pub(super) fn list_sql(sort: Sort) -> &'static str {
     match sort {
         Sort::Newest => {
             "SELECT id, rating, summary, recommend, response, body, date_ms, reviewer_name, helpfulness \
@@ -99,21 +98,11 @@ fn list_sql(sort: Sort) -> &'static str {
 }
 
 /// A page's photos; one statement for any page size: the ids travel as a JSON array.
-const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos \
+pub(super) const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos \
      WHERE review_id IN (SELECT value FROM json_each(?1)) ORDER BY review_id, id";
-const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
+pub(super) const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
      FROM product_meta WHERE product_id = ?1";
-const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id";
-
-/// The statements behind `GET /reviews` and `GET /reviews/meta`, for the query-plan benchmark.
-pub fn read_statements() -> Vec<ReadStatement> {
-    read_statement_set(
-        list_sql,
-        PHOTOS_SQL,
-        META_COUNTS_SQL,
-        META_CHARACTERISTICS_SQL,
-    )
-}
+pub(super) const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id";
 
 #[async_trait]
 impl ReviewStore for SqliteStore {
