@@ -134,6 +134,13 @@ pub fn corrupt_review(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Reje
     }
 }
 
+/// Points the parent id in `column` at a parent that does not exist.
+fn orphan(rng: &mut Rng, row: &mut RowBuf, column: usize) -> RejectClass {
+    let parent = MISSING_PARENT + rng.below(1000) as i64;
+    row.set(column, parent.to_string().as_bytes());
+    RejectClass::Orphan
+}
+
 pub fn corrupt_photo(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> RejectClass {
     use RejectClass::*;
     match rng.pick(&[Columns, BadInteger, BadUtf8, DuplicateId, Orphan]) {
@@ -149,15 +156,7 @@ pub fn corrupt_photo(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Rejec
             row.set(2, b"\"https://images.unsplash.com/photo-\xFF\xFE\"");
             BadUtf8
         }
-        Orphan => {
-            row.set(
-                1,
-                (MISSING_PARENT + rng.below(1000) as i64)
-                    .to_string()
-                    .as_bytes(),
-            );
-            Orphan
-        }
+        Orphan => orphan(rng, row, 1),
         _ => duplicate_or_columns(row, dup),
     }
 }
@@ -196,15 +195,7 @@ pub fn corrupt_rating(rng: &mut Rng, row: &mut RowBuf, dup: Option<i64>) -> Reje
             row.set(3, b"9");
             OutOfRange
         }
-        Orphan => {
-            row.set(
-                2,
-                (MISSING_PARENT + rng.below(1000) as i64)
-                    .to_string()
-                    .as_bytes(),
-            );
-            Orphan
-        }
+        Orphan => orphan(rng, row, 2),
         _ => duplicate_or_columns(row, dup),
     }
 }

@@ -665,6 +665,54 @@ fn put_text(out: &mut Vec<u8>, s: &str) {
     }
 }
 
+/// One row of `COPY` text: fields separated by tabs, ended by a newline.
+struct CopyLine<'a> {
+    out: &'a mut Vec<u8>,
+    started: bool,
+}
+
+impl<'a> CopyLine<'a> {
+    fn new(out: &'a mut Vec<u8>) -> Self {
+        CopyLine {
+            out,
+            started: false,
+        }
+    }
+
+    /// The buffer, after the separator a next field needs.
+    fn field(&mut self) -> &mut Vec<u8> {
+        if self.started {
+            self.out.push(b'\t');
+        }
+        self.started = true;
+        self.out
+    }
+
+    fn int(mut self, n: i64) -> Self {
+        put_int(self.field(), n);
+        self
+    }
+
+    fn bool(mut self, b: bool) -> Self {
+        put_bool(self.field(), b);
+        self
+    }
+
+    fn text(mut self, s: &str) -> Self {
+        put_text(self.field(), s);
+        self
+    }
+
+    fn opt_text(mut self, s: Option<&str>) -> Self {
+        put_opt_text(self.field(), s);
+        self
+    }
+
+    fn end(self) {
+        self.out.push(b'\n');
+    }
+}
+
 fn put_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
     match s {
         Some(s) => put_text(out, s),
@@ -674,30 +722,20 @@ fn put_opt_text(out: &mut Vec<u8>, s: Option<&str>) {
 
 impl CopyRow for ReviewRow {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_int(out, self.id);
-        out.push(b'\t');
-        put_int(out, self.product_id);
-        out.push(b'\t');
-        put_int(out, self.rating);
-        out.push(b'\t');
-        put_int(out, self.date_ms);
-        out.push(b'\t');
-        put_text(out, &self.summary);
-        out.push(b'\t');
-        put_text(out, &self.body);
-        out.push(b'\t');
-        put_bool(out, self.recommend);
-        out.push(b'\t');
-        put_bool(out, self.reported);
-        out.push(b'\t');
-        put_text(out, &self.reviewer_name);
-        out.push(b'\t');
-        put_text(out, &self.reviewer_email);
-        out.push(b'\t');
-        put_opt_text(out, self.response.as_deref());
-        out.push(b'\t');
-        put_int(out, self.helpfulness);
-        out.push(b'\n');
+        CopyLine::new(out)
+            .int(self.id)
+            .int(self.product_id)
+            .int(self.rating)
+            .int(self.date_ms)
+            .text(&self.summary)
+            .text(&self.body)
+            .bool(self.recommend)
+            .bool(self.reported)
+            .text(&self.reviewer_name)
+            .text(&self.reviewer_email)
+            .opt_text(self.response.as_deref())
+            .int(self.helpfulness)
+            .end();
     }
 
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error> {
@@ -720,12 +758,11 @@ impl CopyRow for ReviewRow {
 
 impl CopyRow for PhotoRow {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_int(out, self.id);
-        out.push(b'\t');
-        put_int(out, self.review_id);
-        out.push(b'\t');
-        put_text(out, &self.url);
-        out.push(b'\n');
+        CopyLine::new(out)
+            .int(self.id)
+            .int(self.review_id)
+            .text(&self.url)
+            .end();
     }
 
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error> {
@@ -739,12 +776,11 @@ impl CopyRow for PhotoRow {
 
 impl CopyRow for CharacteristicRow {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_int(out, self.id);
-        out.push(b'\t');
-        put_int(out, self.product_id);
-        out.push(b'\t');
-        put_text(out, self.name);
-        out.push(b'\n');
+        CopyLine::new(out)
+            .int(self.id)
+            .int(self.product_id)
+            .text(self.name)
+            .end();
     }
 
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error> {
@@ -763,14 +799,12 @@ impl CopyRow for CharacteristicRow {
 
 impl CopyRow for CharacteristicReviewRow {
     fn encode(&self, out: &mut Vec<u8>) {
-        put_int(out, self.id);
-        out.push(b'\t');
-        put_int(out, self.characteristic_id);
-        out.push(b'\t');
-        put_int(out, self.review_id);
-        out.push(b'\t');
-        put_int(out, self.value);
-        out.push(b'\n');
+        CopyLine::new(out)
+            .int(self.id)
+            .int(self.characteristic_id)
+            .int(self.review_id)
+            .int(self.value)
+            .end();
     }
 
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error> {

@@ -28,7 +28,7 @@ pub const CHARACTERISTIC_NAMES: [&str; 6] =
 pub const MAX_DATE_MS: i64 = 253_402_300_799_999;
 
 /// What every file's row type provides to the loader.
-pub trait CsvRow: Sized + Send + 'static {
+pub trait CsvRow: Hash + Sized + Send + 'static {
     /// File name inside the data folder.
     const FILE: &'static str;
     /// Database table.
@@ -44,7 +44,13 @@ pub trait CsvRow: Sized + Send + 'static {
     fn id(&self) -> i64;
 
     /// An order-independent checksum contribution of the loaded values (for `--verify`).
-    fn digest(&self) -> u64;
+    fn digest(&self) -> u64 {
+        // SipHash with fixed keys: the same within a process run, which is all verify needs
+        // (both sides are hashed by the same process).
+        let mut h = DefaultHasher::new();
+        self.hash(&mut h);
+        h.finish()
+    }
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -86,14 +92,6 @@ pub struct CharacteristicReviewRow {
     pub value: i64,
 }
 
-fn digest_of(row: &impl Hash) -> u64 {
-    // SipHash with fixed keys: the same within a process run, which is all verify needs
-    // (both sides are hashed by the same process).
-    let mut h = DefaultHasher::new();
-    row.hash(&mut h);
-    h.finish()
-}
-
 impl CsvRow for ReviewRow {
     const FILE: &'static str = "reviews.csv";
     const TABLE: &'static str = "reviews";
@@ -127,10 +125,7 @@ impl CsvRow for ReviewRow {
     ];
 
     fn parse(rec: &Record) -> Result<Self, Reject> {
-        let f = Fields {
-            rec,
-            header: Self::HEADER,
-        };
+        let f = Fields::new(rec, Self::HEADER);
         Ok(ReviewRow {
             id: f.id(0)?,
             product_id: f.id(1)?,
@@ -150,10 +145,6 @@ impl CsvRow for ReviewRow {
     fn id(&self) -> i64 {
         self.id
     }
-
-    fn digest(&self) -> u64 {
-        digest_of(self)
-    }
 }
 
 impl CsvRow for PhotoRow {
@@ -163,10 +154,7 @@ impl CsvRow for PhotoRow {
     const COLUMNS: &'static [&'static str] = &["id", "review_id", "url"];
 
     fn parse(rec: &Record) -> Result<Self, Reject> {
-        let f = Fields {
-            rec,
-            header: Self::HEADER,
-        };
+        let f = Fields::new(rec, Self::HEADER);
         Ok(PhotoRow {
             id: f.id(0)?,
             review_id: f.id(1)?,
@@ -177,10 +165,6 @@ impl CsvRow for PhotoRow {
     fn id(&self) -> i64 {
         self.id
     }
-
-    fn digest(&self) -> u64 {
-        digest_of(self)
-    }
 }
 
 impl CsvRow for CharacteristicRow {
@@ -190,10 +174,7 @@ impl CsvRow for CharacteristicRow {
     const COLUMNS: &'static [&'static str] = &["id", "product_id", "name"];
 
     fn parse(rec: &Record) -> Result<Self, Reject> {
-        let f = Fields {
-            rec,
-            header: Self::HEADER,
-        };
+        let f = Fields::new(rec, Self::HEADER);
         Ok(CharacteristicRow {
             id: f.id(0)?,
             product_id: f.id(1)?,
@@ -204,10 +185,6 @@ impl CsvRow for CharacteristicRow {
     fn id(&self) -> i64 {
         self.id
     }
-
-    fn digest(&self) -> u64 {
-        digest_of(self)
-    }
 }
 
 impl CsvRow for CharacteristicReviewRow {
@@ -217,10 +194,7 @@ impl CsvRow for CharacteristicReviewRow {
     const COLUMNS: &'static [&'static str] = &["id", "characteristic_id", "review_id", "value"];
 
     fn parse(rec: &Record) -> Result<Self, Reject> {
-        let f = Fields {
-            rec,
-            header: Self::HEADER,
-        };
+        let f = Fields::new(rec, Self::HEADER);
         Ok(CharacteristicReviewRow {
             id: f.id(0)?,
             characteristic_id: f.id(1)?,
@@ -232,10 +206,6 @@ impl CsvRow for CharacteristicReviewRow {
     fn id(&self) -> i64 {
         self.id
     }
-
-    fn digest(&self) -> u64 {
-        digest_of(self)
-    }
 }
 
 /// Field access that names the column in every rejection.
@@ -244,7 +214,11 @@ struct Fields<'a> {
     header: &'static [&'static str],
 }
 
-impl Fields<'_> {
+impl<'a> Fields<'a> {
+    fn new(rec: &'a Record, header: &'static [&'static str]) -> Self {
+        Fields { rec, header }
+    }
+
     fn raw(&self, i: usize) -> &str {
         self.rec.field(i)
     }
