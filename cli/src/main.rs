@@ -1,6 +1,7 @@
 //! `reviews`: the one binary an operator deploys. Each subcommand is a thin call into the
 //! crate that owns the role.
 
+mod lifeline;
 mod up;
 
 use std::process::ExitCode;
@@ -46,6 +47,9 @@ fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyho
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Command::Api(_) | Command::Proxy(_)) {
+        lifeline::watch_parent();
+    }
     let result = match cli.command {
         Command::Api(args) => reviews_api::main(args),
         Command::Import(args) => {

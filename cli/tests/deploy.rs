@@ -385,9 +385,16 @@ async fn live_metrics_pages() -> (String, String) {
         .await
         .expect("the API starts");
 
-    let mut edge_config = reviews_proxy::EdgeConfig::for_reviews([api.addr]);
-    edge_config.listen = "127.0.0.1:0".parse().unwrap();
-    edge_config.admin = "127.0.0.1:0".parse().unwrap();
+    let mut edge_config =
+        reviews_proxy::EdgeConfig::from_toml_unvalidated(&read("deploy/edge.example.toml"))
+            .expect("the example edge config parses");
+    edge_config.upstream.servers = vec![reviews_proxy::Upstream::new(api.addr)];
+    edge_config.listen.address = "127.0.0.1:0".parse().unwrap();
+    edge_config.admin.address = "127.0.0.1:0".parse().unwrap();
+    // One edge per test process: Pingora's per-thread runtimes do not allow a second.
+    edge_config.work_stealing = true;
+    edge_config.max_connections = 64;
+    edge_config.nofile = 0;
     // `start` blocks until the edge listens, and dropping the handle joins its thread.
     let edge = tokio::task::spawn_blocking(move || reviews_proxy::start(edge_config))
         .await

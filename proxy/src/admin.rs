@@ -49,7 +49,7 @@ impl Admin {
         self.cache.sync();
         metrics::CACHE_BYTES.set(self.cache.weighted_size() as i64);
         metrics::CACHE_ENTRIES.set(self.cache.entry_count() as i64);
-        metrics::CACHE_MAX_BYTES.set(self.cache.config.max_size as i64);
+        metrics::CACHE_MAX_BYTES.set(self.cache.config.max_size.bytes() as i64);
         if let Some(n) = metrics::open_fds() {
             metrics::OPEN_FDS.set(n);
         }
@@ -128,7 +128,12 @@ impl Admin {
             let Some(rule) = self.cache.config.routes.iter().find(|r| r.matches(path)) else {
                 return text(StatusCode::NOT_FOUND, "no cache route matches that url\n");
             };
-            let key = cache_key(path, query, rule);
+            let Some(key) = cache_key(path, query, rule) else {
+                return text(
+                    StatusCode::BAD_REQUEST,
+                    "that url names a key parameter twice: it is never cached\n",
+                );
+            };
             self.cache.purge_key(&key);
             metrics::CACHE_PURGES.with_label_values(&["key"]).inc();
             return text(StatusCode::OK, format!("purged {key}\n"));

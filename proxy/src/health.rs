@@ -31,9 +31,10 @@ impl HealthChecker {
         req.append_header("User-Agent", "reviews-edge-health")
             .expect("static header");
         check.req = req;
-        check.peer_template.options.connection_timeout = Some(config.timeout);
-        check.peer_template.options.read_timeout = Some(config.timeout);
-        check.peer_template.options.write_timeout = Some(config.timeout);
+        let timeout = Some(config.timeout.get());
+        check.peer_template.options.connection_timeout = timeout;
+        check.peer_template.options.read_timeout = timeout;
+        check.peer_template.options.write_timeout = timeout;
         HealthChecker {
             balancer,
             config,
@@ -46,7 +47,7 @@ impl HealthChecker {
             let target = PingoraBackend::new(&b.addr.to_string());
             match target {
                 Ok(t) => matches!(
-                    tokio::time::timeout(self.config.timeout, self.check.check(&t)).await,
+                    tokio::time::timeout(self.config.timeout.get(), self.check.check(&t)).await,
                     Ok(Ok(()))
                 ),
                 Err(_) => false,
@@ -85,7 +86,7 @@ impl BackgroundService for HealthChecker {
             return;
         }
         let mut streaks = vec![(0u32, 0u32); self.balancer.backends().len()];
-        let mut tick = tokio::time::interval(self.config.interval);
+        let mut tick = tokio::time::interval(self.config.interval.get());
         tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
         loop {
             tokio::select! {

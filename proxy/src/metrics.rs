@@ -103,14 +103,42 @@ lazy!(RETRIES: IntCounterVec = register_int_counter_vec!(
     "Tries repeated on another backend, by reason.",
     &["reason"]
 ));
-lazy!(ACTIVE_CONNECTIONS: IntGauge = register_int_gauge!(
-    "edge_active_connections",
-    "Downstream requests in progress (each holds one max_connections slot)."
+lazy!(OPEN_CONNECTIONS: IntGauge = register_int_gauge!(
+    "edge_open_connections",
+    "Open client connections, idle keep-alive ones included (each holds a max_connections slot)."
 ));
 lazy!(REJECTED: IntCounterVec = register_int_counter_vec!(
     "edge_rejected_total",
-    "Requests refused before proxying: overload (max_connections), header_too_large.",
+    "Requests or connections refused by the edge itself: connections (max_connections), \
+     header_too_large, bad_request (ambiguous or malformed framing), not_implemented \
+     (a transfer coding other than chunked).",
     &["reason"]
+));
+lazy!(DOWNSTREAM_TIMEOUTS: IntCounterVec = register_int_counter_vec!(
+    "edge_client_timeouts_total",
+    "Client connections closed by a deadline: header (request header not complete within \
+     listen.header_read_timeout: 408), keepalive (idle past listen.keepalive_timeout).",
+    &["kind"]
+));
+lazy!(CLIENT_ABORTS: IntCounterVec = register_int_counter_vec!(
+    "edge_client_aborts_total",
+    "Requests a client gave up on: it closed, reset or stalled while sending its header, its \
+     body, or while its response was written.",
+    &["phase"]
+));
+lazy!(UPSTREAM_QUEUE_LENGTH: IntGauge = register_int_gauge!(
+    "edge_upstream_queue_length",
+    "Requests waiting for a backend below its upstream.max_in_flight."
+));
+lazy!(UPSTREAM_QUEUE_REJECTED: IntCounterVec = register_int_counter_vec!(
+    "edge_upstream_queue_rejected_total",
+    "Requests that found no backend slot: full (upstream.queue_size reached) or timeout \
+     (upstream.queue_timeout passed); they got a stale copy or 503.",
+    &["reason"]
+));
+lazy!(LOG_SUPPRESSED: IntCounter = register_int_counter!(
+    "edge_log_suppressed_total",
+    "Repeated Pingora warnings and errors dropped by the rate limit of the log bridge."
 ));
 lazy!(OPEN_FDS: IntGauge = register_int_gauge!("edge_open_fds", "Open file descriptors of the process."));
 lazy!(NOFILE_LIMIT: IntGauge = register_int_gauge!("edge_nofile_limit", "RLIMIT_NOFILE soft limit in force."));
@@ -145,11 +173,26 @@ pub fn init() {
     ] {
         RETRIES.with_label_values(&[r]);
     }
-    for r in ["overload", "header_too_large"] {
+    for r in [
+        "connections",
+        "header_too_large",
+        "bad_request",
+        "not_implemented",
+    ] {
         REJECTED.with_label_values(&[r]);
     }
-    LazyLock::force(&ACTIVE_CONNECTIONS);
-    LazyLock::force(&REJECTED);
+    for k in ["header", "keepalive"] {
+        DOWNSTREAM_TIMEOUTS.with_label_values(&[k]);
+    }
+    for p in ["header", "body", "response"] {
+        CLIENT_ABORTS.with_label_values(&[p]);
+    }
+    for r in ["full", "timeout"] {
+        UPSTREAM_QUEUE_REJECTED.with_label_values(&[r]);
+    }
+    LazyLock::force(&OPEN_CONNECTIONS);
+    LazyLock::force(&UPSTREAM_QUEUE_LENGTH);
+    LazyLock::force(&LOG_SUPPRESSED);
     LazyLock::force(&OPEN_FDS);
     LazyLock::force(&NOFILE_LIMIT);
 }

@@ -1,10 +1,13 @@
 //! The edge's request flow as Pingora [`ProxyHttp`] hooks. Per request, [`Ctx`] carries the
-//! cache decision, the fill in progress, the backends tried and the metrics labels.
+//! cache decision and fill, the upstream tries, and what was sent to the client.
 //!
-//! 1. `request_filter` takes a `max_connections` slot, checks header limits, and for a
-//!    cacheable GET/HEAD computes the key and answers hits (and stale copies) itself.
-//!    A miss either leads the fill for its key or waits for the one in flight.
-//! 2. `upstream_peer` picks a backend not tried yet; none left → 503 or a stale copy.
+//! 1. `request_filter` marks the header as received (ending its deadline, see
+//!    [`crate::downstream`]), refuses ambiguous framing ([`crate::framing`]) and oversized
+//!    headers, and for a cacheable GET/HEAD computes the key and answers hits (and stale
+//!    copies) itself: a hit takes no upstream capacity and waits for nothing upstream. A miss
+//!    either leads the fill for its key or waits for the one in flight.
+//! 2. `upstream_peer` takes an in-flight slot at a backend not tried yet, queueing (bounded)
+//!    while every candidate is at `upstream.max_in_flight`; none → a stale copy or 503.
 //! 3. `fail_to_connect` / `error_while_proxy` / `upstream_response_filter` decide retries.
 //! 4. `upstream_response_filter` invalidates tags after a successful write and decides
 //!    whether the fill is stored; `response_filter` and `response_body_filter` collect the
@@ -20,17 +23,20 @@ use http::{Method, header};
 use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorSource, ErrorType, Result};
 use pingora_http::{RequestHeader, ResponseHeader};
-use pingora_proxy::{FailToProxy, ProxyHttp, Session};
-use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+use pingora_proxy::{FailToProxy, ProxyHttp, ProxyWarnLogContext, Session};
 
-use crate::balancer::{Backend, Balancer, InFlight};
+use crate::balancer::{Backend, Balancer, InFlight, Unavailable};
 use crate::cache::encoding::{self, Accepts, Encoding};
 use crate::cache::flight::{self, FillGuard, Join};
 use crate::cache::policy::Lifetime;
 use crate::cache::{self, Cache, Entry, Lookup};
 use crate::config::EdgeConfig;
+use crate::downstream::Guarded;
+use crate::framing;
+use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, X_CACHE_STATUS, X_FORWARDED_FOR};
 use crate::metrics;
 use crate::refresh::{Refresh, Refresher};
+use crate::upstream::{self, Failure};
 
 /// What `X-Cache-Status` says.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,11 +46,12 @@ pub enum CacheStatus {
     /// Not in the cache; fetched (and stored when cacheable).
     Miss,
     /// Served from an expired entry: inside stale-while-revalidate (a background refresh is
-    /// fetching a new copy), or inside stale-if-error because every backend failed.
+    /// fetching a new copy), or inside stale-if-error because no backend could answer.
     Stale,
     /// An expired entry was there; fetched a new one.
     Expired,
-    /// Not cacheable: method, route, `Authorization`/`Cookie`, or cache disabled.
+    /// Not cacheable: method, route, `Authorization`/`Cookie`, a repeated key parameter, or
+    /// cache disabled.
     Bypass,
 }
 
@@ -62,18 +69,8 @@ pub struct Edge {
     pub balancer: Arc<Balancer>,
     pub cache: Arc<Cache>,
     pub config: Arc<EdgeConfig>,
-    slots: Arc<Semaphore>,
     series: metrics::RequestSeries,
     refresher: Arc<Refresher>,
-}
-
-/// A `max_connections` slot, counted in `edge_active_connections` while held.
-struct Slot(#[allow(dead_code)] OwnedSemaphorePermit);
-
-impl Drop for Slot {
-    fn drop(&mut self) {
-        metrics::ACTIVE_CONNECTIONS.dec();
-    }
 }
 
 /// A fill's response while its body arrives.
@@ -84,26 +81,61 @@ struct Storing {
     body: BytesMut,
 }
 
-pub struct Ctx {
-    start: Instant,
-    slot: Option<Slot>,
+/// The cache's view of one request.
+struct CacheCtx {
+    /// Index of the matching `cache.routes` rule (also the metrics' route label).
     route: Option<usize>,
     status: CacheStatus,
     key: Option<Arc<str>>,
+    /// The client's `Accept-Encoding`, parsed once.
     accepts: Accepts,
+    /// Held while this request fills its key; dropping it wakes the followers.
     fill: Option<FillGuard>,
+    /// The purge sequence number when the fill started (see `cache/mod.rs`).
     fill_seq: u64,
-    /// An expired entry still inside stale-if-error, served if every try fails.
+    /// An expired entry still inside stale-if-error, served if no backend can answer.
     stale: Option<Arc<Entry>>,
-    tried: Vec<usize>,
-    backend: Option<Arc<Backend>>,
-    in_flight: Option<InFlight>,
-    attempt_started: Option<Instant>,
-    upstream_started: Option<Instant>,
-    no_backend: bool,
+    /// The fill's response while its body arrives.
     storing: Option<Storing>,
+    /// The encoding the filling client gets, compressed once the body is complete.
     compress_to: Option<Encoding>,
+}
+
+/// The upstream tries of one request.
+#[derive(Default)]
+struct UpstreamCtx {
+    /// When the first try started: `upstream.timeouts.total` counts from here.
+    started: Option<Instant>,
+    /// Backends tried, by index; a retry never picks one of them again.
+    tried: Vec<usize>,
+    /// The current try's in-flight slot at its backend.
+    slot: Option<InFlight>,
+    /// When the current try started, for `edge_upstream_response_seconds`.
+    try_started: Option<Instant>,
+    /// Why no backend could be given, when none could.
+    unavailable: Option<Unavailable>,
+}
+
+impl UpstreamCtx {
+    fn backend(&self) -> Option<&Arc<Backend>> {
+        self.slot.as_ref().map(InFlight::backend)
+    }
+
+    /// Ends the current try (its slot goes back), returning its backend.
+    fn end_try(&mut self) -> Option<Arc<Backend>> {
+        self.slot.take().map(|s| s.backend().clone())
+    }
+}
+
+/// Per-request state, from the request header to `logging`.
+pub struct Ctx {
+    /// When the request header was in, for `edge_request_duration_seconds`.
+    start: Instant,
+    cache: CacheCtx,
+    upstream: UpstreamCtx,
+    /// Whether a response header went to the client (no retry, no error page after it).
     response_started: bool,
+    /// The status sent, for the metrics when Pingora has no record of it.
     response_status: u16,
 }
 
@@ -128,31 +160,27 @@ fn header_bytes(req: &RequestHeader) -> usize {
         .sum::<usize>()
 }
 
-fn error_kind(e: &Error) -> &'static str {
-    match e.etype() {
-        ErrorType::ConnectTimedout
-        | ErrorType::ConnectRefused
-        | ErrorType::ConnectNoRoute
-        | ErrorType::ConnectError
-        | ErrorType::SocketError => "connect",
-        ErrorType::ReadTimedout | ErrorType::WriteTimedout => "timeout",
-        ErrorType::ConnectionClosed | ErrorType::ReadError | ErrorType::WriteError => "reset",
-        ErrorType::HTTPStatus(_) => "status_5xx",
-        _ => "other",
+/// Pingora's error types for a request body whose chunked framing is broken.
+fn is_bad_body_framing(e: &Error) -> bool {
+    matches!(
+        e.etype(),
+        ErrorType::Custom("InvalidChunk") | ErrorType::Custom("InvalidTrailerEnd")
+    )
+}
+
+impl Unavailable {
+    fn message(self) -> &'static str {
+        match self {
+            Unavailable::NoBackend => "no backend available\n",
+            Unavailable::QueueFull | Unavailable::QueueTimeout => "all backends busy\n",
+        }
     }
 }
 
 impl Edge {
     pub fn new(config: Arc<EdgeConfig>, balancer: Arc<Balancer>, cache: Arc<Cache>) -> Self {
-        let route_labels = config.cache.routes.iter().map(|r| {
-            if r.prefix {
-                format!("{}*", r.path)
-            } else {
-                r.path.clone()
-            }
-        });
+        let route_labels = config.cache.routes.iter().map(|r| r.label());
         Edge {
-            slots: Arc::new(Semaphore::new(config.max_connections)),
             series: metrics::RequestSeries::new(route_labels.collect(), &CacheStatus::LABELS),
             refresher: Arc::new(Refresher::new(
                 config.clone(),
@@ -166,7 +194,7 @@ impl Edge {
     }
 
     fn retries_left(&self, ctx: &Ctx) -> bool {
-        ctx.tried.len() <= self.config.upstream.retries
+        ctx.upstream.tried.len() <= self.config.upstream.retries.attempts
     }
 
     /// Writes a stored response: the best encoding the client accepts, with `Age`.
@@ -177,15 +205,15 @@ impl Edge {
         entry: &Entry,
         status: CacheStatus,
     ) -> Result<()> {
-        let (enc, body) = entry.body_for(ctx.accepts, &self.cache.compression);
+        let (enc, body) = entry.body_for(ctx.cache.accepts, &self.cache.compression);
         let mut h = entry.header.clone();
         h.insert_header(header::CONTENT_LENGTH, body.len())?;
         if let Some(v) = enc.header_value() {
             h.insert_header(header::CONTENT_ENCODING, v)?;
         }
         h.insert_header(header::AGE, entry.age(Instant::now()).as_secs())?;
-        h.insert_header("x-cache-status", status.as_str())?;
-        ctx.status = status;
+        h.insert_header(X_CACHE_STATUS, status.as_str())?;
+        ctx.cache.status = status;
         ctx.response_status = h.status.as_u16();
         ctx.response_started = true;
         let head = session.req_header().method == Method::HEAD;
@@ -210,7 +238,7 @@ impl Edge {
         h.insert_header(header::CONTENT_TYPE, "text/plain; charset=utf-8")?;
         h.insert_header(header::CONTENT_LENGTH, body.len())?;
         h.insert_header(header::CACHE_CONTROL, "no-store")?;
-        h.insert_header("x-cache-status", ctx.status.as_str())?;
+        h.insert_header(X_CACHE_STATUS, ctx.cache.status.as_str())?;
         for (k, v) in extra {
             h.insert_header(*k, v.as_str())?;
         }
@@ -226,26 +254,19 @@ impl Edge {
         Ok(())
     }
 
-    /// Takes a slot, waiting up to `max_connections_wait`; false when none came free.
-    async fn take_slot(&self, ctx: &mut Ctx) -> bool {
-        let permit = match self.slots.clone().try_acquire_owned() {
-            Ok(p) => Some(p),
-            Err(_) => tokio::time::timeout(
-                self.config.max_connections_wait,
-                self.slots.clone().acquire_owned(),
-            )
-            .await
-            .ok()
-            .and_then(|r| r.ok()),
-        };
-        match permit {
-            Some(p) => {
-                metrics::ACTIVE_CONNECTIONS.inc();
-                ctx.slot = Some(Slot(p));
-                true
-            }
-            None => false,
-        }
+    /// Refuses a request and closes the connection after the answer.
+    async fn refuse(
+        &self,
+        session: &mut Session,
+        ctx: &mut Ctx,
+        status: u16,
+        reason: &'static str,
+        body: &'static str,
+    ) -> Result<bool> {
+        metrics::REJECTED.with_label_values(&[reason]).inc();
+        session.set_keepalive(None);
+        self.respond_plain(session, ctx, status, body, &[]).await?;
+        Ok(true)
     }
 
     /// The cache part of `request_filter`; true when a response was sent.
@@ -268,7 +289,7 @@ impl Edge {
                     revalidate,
                     if_error,
                 } => {
-                    ctx.status = CacheStatus::Expired;
+                    ctx.cache.status = CacheStatus::Expired;
                     if revalidate {
                         // Answered from the stale copy; the first such request starts a
                         // background refresh holding the key's fill lock, so there is one
@@ -287,7 +308,7 @@ impl Edge {
                                     .get(header::HOST)
                                     .and_then(|h| h.to_str().ok())
                                     .map(str::to_owned),
-                                route: ctx.route,
+                                route: ctx.cache.route,
                                 guard,
                             });
                         }
@@ -295,11 +316,11 @@ impl Edge {
                             .await?;
                         return Ok(true);
                     }
-                    ctx.stale = if_error.then_some(entry);
+                    ctx.cache.stale = if_error.then_some(entry);
                 }
                 Lookup::Miss => {
-                    if ctx.status != CacheStatus::Expired {
-                        ctx.status = CacheStatus::Miss;
+                    if ctx.cache.status != CacheStatus::Expired {
+                        ctx.cache.status = CacheStatus::Miss;
                     }
                 }
             }
@@ -309,12 +330,13 @@ impl Edge {
             }
             match self.cache.join_fill(&key) {
                 Join::Leader(guard) => {
-                    ctx.fill_seq = self.cache.fill_started();
-                    ctx.fill = Some(guard);
+                    ctx.cache.fill_seq = self.cache.fill_started();
+                    ctx.cache.fill = Some(guard);
                     return Ok(false);
                 }
                 Join::Follower(rx) => {
-                    if round == 0 && flight::follow(rx, self.cache.config.lock_timeout).await {
+                    if round == 0 && flight::follow(rx, self.cache.config.lock_timeout.get()).await
+                    {
                         metrics::CACHE_COALESCED.inc();
                         continue;
                     }
@@ -338,56 +360,47 @@ impl ProxyHttp for Edge {
     fn new_ctx(&self) -> Ctx {
         Ctx {
             start: Instant::now(),
-            slot: None,
-            route: None,
-            status: CacheStatus::Bypass,
-            key: None,
-            accepts: Accepts::default(),
-            fill: None,
-            fill_seq: 0,
-            stale: None,
-            tried: Vec::new(),
-            backend: None,
-            in_flight: None,
-            attempt_started: None,
-            upstream_started: None,
-            no_backend: false,
-            storing: None,
-            compress_to: None,
+            cache: CacheCtx {
+                route: None,
+                status: CacheStatus::Bypass,
+                key: None,
+                accepts: Accepts::default(),
+                fill: None,
+                fill_seq: 0,
+                stale: None,
+                storing: None,
+                compress_to: None,
+            },
+            upstream: UpstreamCtx::default(),
             response_started: false,
             response_status: 0,
         }
     }
 
-    /// Runs first for every request. Returns `Ok(true)` when it answered (hit, stale,
-    /// overload, header too large) and `Ok(false)` to go upstream.
+    /// Runs first for every request. Returns `Ok(true)` when it answered (hit, stale, a
+    /// refused request) and `Ok(false)` to go upstream.
     async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
-        // Between requests on this connection, the next header must arrive within this.
-        session.set_keepalive(Some(self.config.header_read_timeout.as_secs().max(1)));
-        if !self.take_slot(ctx).await {
-            metrics::REJECTED.with_label_values(&["overload"]).inc();
-            session.set_keepalive(None);
-            self.respond_plain(
-                session,
-                ctx,
-                503,
-                "edge overloaded\n",
-                &[("retry-after", "1".into())],
-            )
-            .await?;
-            return Ok(true);
+        if let Some(g) = session.stream().and_then(Guarded::of) {
+            g.header_received();
         }
         let req = session.req_header();
-        if req.headers.len() > self.config.max_headers
-            || header_bytes(req) > self.config.max_header_bytes
+        if let Err(r) = framing::check(req) {
+            return self
+                .refuse(session, ctx, r.status, r.reason, r.message)
+                .await;
+        }
+        if req.headers.len() > self.config.listen.max_headers
+            || header_bytes(req) > self.config.listen.max_header_bytes.bytes() as usize
         {
-            metrics::REJECTED
-                .with_label_values(&["header_too_large"])
-                .inc();
-            session.set_keepalive(None);
-            self.respond_plain(session, ctx, 431, "request header fields too large\n", &[])
-                .await?;
-            return Ok(true);
+            return self
+                .refuse(
+                    session,
+                    ctx,
+                    431,
+                    "header_too_large",
+                    "request header fields too large\n",
+                )
+                .await;
         }
         let method = &req.method;
         if !self.cache.config.enabled || !is_idempotent_read(method) {
@@ -403,33 +416,36 @@ impl ProxyHttp for Edge {
         else {
             return Ok(false);
         };
-        ctx.route = Some(route);
+        ctx.cache.route = Some(route);
         if req.headers.contains_key(header::AUTHORIZATION)
             || req.headers.contains_key(header::COOKIE)
         {
             return Ok(false);
         }
-        ctx.accepts = encoding::parse_accept_encoding(
+        let Some(key) =
+            cache::key::cache_key(path, req.uri.query(), &self.cache.config.routes[route])
+        else {
+            // A key parameter given twice: the origin decides what that means, uncached.
+            return Ok(false);
+        };
+        ctx.cache.accepts = encoding::parse_accept_encoding(
             req.headers
                 .get(header::ACCEPT_ENCODING)
                 .map(|v| v.as_bytes()),
         );
-        let key: Arc<str> =
-            cache::key::cache_key(path, req.uri.query(), &self.cache.config.routes[route]).into();
-        ctx.key = Some(key.clone());
+        let key: Arc<str> = key.into();
+        ctx.cache.key = Some(key.clone());
         self.cache_lookup(session, ctx, key).await
     }
 
-    /// Picks the backend for this try: never one already tried for this request. With none
-    /// left, the request fails with "no backend" and `fail_to_proxy` answers.
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
+    /// Takes an in-flight slot at a backend not tried yet for this request, waiting in the
+    /// queue while every candidate is at `upstream.max_in_flight`. With none, the request
+    /// fails and `fail_to_proxy` answers (a stale copy, else 503).
+    async fn upstream_peer(&self, session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         let now = Instant::now();
-        let started = *ctx.upstream_started.get_or_insert(now);
-        let left = self
-            .config
-            .upstream
-            .total_timeout
-            .saturating_sub(now - started);
+        let u = &self.config.upstream;
+        let started = *ctx.upstream.started.get_or_insert(now);
+        let left = u.timeouts.total.get().saturating_sub(now - started);
         if left.is_zero() {
             return Err(Error::explain(
                 ErrorType::ReadTimedout,
@@ -437,22 +453,26 @@ impl ProxyHttp for Edge {
             )
             .into_up());
         }
-        let Some(backend) = self.balancer.select(&ctx.tried) else {
-            ctx.no_backend = true;
-            return Err(
-                Error::explain(ErrorType::ConnectNoRoute, "no backend available").into_up(),
-            );
+        let deadline = now + u.queue_timeout.get().min(left);
+        let slot = match self.balancer.acquire(&ctx.upstream.tried, deadline).await {
+            Ok(slot) => slot,
+            Err(why) => {
+                ctx.upstream.unavailable = Some(why);
+                return Err(Error::explain(ErrorType::ConnectNoRoute, why.message()).into_up());
+            }
         };
-        ctx.tried.push(backend.index);
-        ctx.in_flight = Some(self.balancer.start(&backend));
-        ctx.attempt_started = Some(now);
-        let u = &self.config.upstream;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(u.connect_timeout.min(left));
-        peer.options.read_timeout = Some(u.read_timeout.min(left));
-        peer.options.write_timeout = Some(u.write_timeout.min(left));
-        peer.options.idle_timeout = Some(u.keepalive_timeout);
-        ctx.backend = Some(backend);
+        let backend = slot.backend();
+        ctx.upstream.tried.push(backend.index);
+        // GET and HEAD are retried elsewhere after the shorter per-try timeout.
+        let read = if is_idempotent_read(&session.req_header().method) {
+            u.timeouts.per_try.get()
+        } else {
+            u.timeouts.read.get()
+        };
+        let left = u.timeouts.total.get().saturating_sub(started.elapsed());
+        let peer = upstream::peer(backend, u, read, left);
+        ctx.upstream.slot = Some(slot);
+        ctx.upstream.try_started = Some(Instant::now());
         Ok(Box::new(peer))
     }
 
@@ -463,7 +483,7 @@ impl ProxyHttp for Edge {
         upstream_request: &mut RequestHeader,
         ctx: &mut Ctx,
     ) -> Result<()> {
-        if ctx.fill.is_some() {
+        if ctx.cache.fill.is_some() {
             // A fill needs the full 200 in identity: the edge compresses it itself, and a 304
             // to one client's validators would leave nothing to store.
             upstream_request.remove_header(&header::ACCEPT_ENCODING);
@@ -474,13 +494,13 @@ impl ProxyHttp for Edge {
             let ip = addr.ip().to_string();
             let xff = match upstream_request
                 .headers
-                .get("x-forwarded-for")
+                .get(X_FORWARDED_FOR)
                 .and_then(|v| v.to_str().ok())
             {
                 Some(prev) => format!("{prev}, {ip}"),
                 None => ip,
             };
-            upstream_request.insert_header("x-forwarded-for", xff)?;
+            upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
         }
         Ok(())
     }
@@ -494,13 +514,10 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
         mut e: Box<Error>,
     ) -> Box<Error> {
-        if let Some(b) = ctx.backend.take() {
-            metrics::UPSTREAM_ERRORS
-                .with_label_values(&[&b.label, "connect"])
-                .inc();
+        if let Some(b) = ctx.upstream.end_try() {
+            Failure::Connect.count(&b);
             self.balancer.report_failure(&b);
         }
-        ctx.in_flight = None;
         if self.retries_left(ctx) {
             metrics::RETRIES.with_label_values(&["connect"]).inc();
             e.set_retry(true);
@@ -510,8 +527,8 @@ impl ProxyHttp for Edge {
 
     /// An error after connecting (timeout, reset, a 5xx turned into an error by
     /// `upstream_response_filter`): GET/HEAD retry on another backend while nothing was sent
-    /// to the client; other methods only when a pooled connection turned out closed before
-    /// the request was written (Pingora's `ReusedOnly`), which the API never saw.
+    /// to the client; other methods only when a pooled keep-alive connection turned out
+    /// closed before the request was written (Pingora's `ReusedOnly`), which the API never saw.
     fn error_while_proxy(
         &self,
         peer: &HttpPeer,
@@ -522,21 +539,19 @@ impl ProxyHttp for Edge {
     ) -> Box<Error> {
         let mut e = e.more_context(format!("Peer: {peer}"));
         let upstream_side = e.esource() == &ErrorSource::Upstream;
-        let kind = error_kind(&e);
+        let failure = Failure::of(&e);
+        let backend = ctx.upstream.end_try();
         // 5xx statuses were counted when the header arrived.
         if upstream_side
-            && kind != "status_5xx"
-            && let Some(b) = &ctx.backend
+            && failure != Failure::Status5xx
+            && let Some(b) = &backend
         {
-            metrics::UPSTREAM_ERRORS
-                .with_label_values(&[&b.label, kind])
-                .inc();
+            failure.count(b);
             self.balancer.report_failure(b);
         }
-        ctx.in_flight = None;
         let can_retry = upstream_side && !ctx.response_started && self.retries_left(ctx);
         if can_retry && is_idempotent_read(&session.req_header().method) {
-            metrics::RETRIES.with_label_values(&[kind]).inc();
+            metrics::RETRIES.with_label_values(&[failure.label()]).inc();
             e.set_retry(true);
         } else if can_retry && session.as_ref().retry_buffer_truncated() {
             e.set_retry(false);
@@ -544,7 +559,7 @@ impl ProxyHttp for Edge {
             e.retry.decide_reuse(client_reused);
             if e.retry() {
                 // The same backend may take it again: it never saw the request.
-                ctx.tried.pop();
+                ctx.upstream.tried.pop();
                 metrics::RETRIES
                     .with_label_values(&["reused_connection"])
                     .inc();
@@ -566,31 +581,29 @@ impl ProxyHttp for Edge {
         ctx: &mut Ctx,
     ) -> Result<()> {
         let status = upstream_response.status.as_u16();
-        ctx.storing = None;
-        if let (Some(b), Some(t)) = (&ctx.backend, ctx.attempt_started) {
+        ctx.cache.storing = None;
+        if let (Some(b), Some(t)) = (ctx.upstream.backend(), ctx.upstream.try_started) {
             metrics::UPSTREAM_DURATION
                 .with_label_values(&[&b.label])
                 .observe(t.elapsed().as_secs_f64());
             if matches!(status, 502..=504) {
-                metrics::UPSTREAM_ERRORS
-                    .with_label_values(&[&b.label, "status_5xx"])
-                    .inc();
+                Failure::Status5xx.count(b);
                 self.balancer.report_failure(b);
             } else {
                 self.balancer.report_success(b);
             }
         }
-        let method = session.req_header().method.clone();
-        if matches!(status, 502..=504) && is_idempotent_read(&method) {
-            let another = self.retries_left(ctx) && self.balancer.select(&ctx.tried).is_some();
-            if another || ctx.stale.is_some() {
+        let method = &session.req_header().method;
+        if matches!(status, 502..=504) && is_idempotent_read(method) {
+            let another = self.retries_left(ctx) && self.balancer.has_untried(&ctx.upstream.tried);
+            if another || ctx.cache.stale.is_some() {
                 let mut e =
                     Error::explain(ErrorType::HTTPStatus(status), "backend answered with a 5xx");
                 e.set_retry(another);
                 return Err(e.into_up());
             }
         }
-        if is_write(&method) && (200..300).contains(&status) {
+        if is_write(method) && (200..300).contains(&status) {
             let tags = cache::surrogate_keys(upstream_response);
             if !tags.is_empty() {
                 let tags: Vec<&str> = tags.iter().map(|t| &**t).collect();
@@ -598,14 +611,11 @@ impl ProxyHttp for Edge {
                 metrics::CACHE_PURGES.with_label_values(&["write"]).inc();
             }
         }
-        if ctx.fill.is_some() {
-            match self.cache.storable(ctx.route, upstream_response) {
+        if ctx.cache.fill.is_some() {
+            match self.cache.storable(ctx.cache.route, upstream_response) {
                 Some(lifetime) => {
-                    let length: Option<usize> = upstream_response
-                        .headers
-                        .get(header::CONTENT_LENGTH)
-                        .and_then(|v| v.to_str().ok()?.parse().ok());
-                    ctx.storing = Some(Storing {
+                    let length = headers::content_length(&upstream_response.headers);
+                    ctx.cache.storing = Some(Storing {
                         header: upstream_response.clone(),
                         lifetime,
                         tags: cache::surrogate_keys(upstream_response),
@@ -614,7 +624,7 @@ impl ProxyHttp for Edge {
                 }
                 None => {
                     // Not cacheable: let the waiting requests go upstream now.
-                    ctx.fill = None;
+                    ctx.cache.fill = None;
                 }
             }
         }
@@ -631,29 +641,26 @@ impl ProxyHttp for Edge {
     ) -> Result<()> {
         ctx.response_status = resp.status.as_u16();
         ctx.response_started = true;
-        resp.remove_header("surrogate-key");
-        resp.insert_header("x-cache-status", ctx.status.as_str())?;
+        resp.remove_header(SURROGATE_KEY);
+        resp.insert_header(X_CACHE_STATUS, ctx.cache.status.as_str())?;
         let compression = &self.cache.compression;
-        if ctx.key.is_some() && compression.enabled {
+        if ctx.cache.key.is_some() && compression.enabled {
             resp.insert_header(header::VARY, "Accept-Encoding")?;
         }
-        if let Some(st) = &ctx.storing {
-            let length: Option<usize> = resp
-                .headers
-                .get(header::CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok()?.parse().ok());
+        if let Some(st) = &ctx.cache.storing {
+            let length = headers::content_length(&resp.headers);
             let preferred = compression
                 .encodings
                 .iter()
                 .map(|&n| Encoding::from(n))
-                .find(|&e| ctx.accepts.allows(e));
+                .find(|&e| ctx.cache.accepts.allows(e));
             if let Some(enc) = preferred
                 && compression.enabled
-                && length.is_some_and(|l| l >= compression.min_size)
+                && length.is_some_and(|l| l >= compression.min_bytes())
                 && cache::is_compressible(&st.header)
                 && session.req_header().method != Method::HEAD
             {
-                ctx.compress_to = Some(enc);
+                ctx.cache.compress_to = Some(enc);
                 resp.remove_header(&header::CONTENT_LENGTH);
                 resp.insert_header(
                     header::CONTENT_ENCODING,
@@ -674,37 +681,39 @@ impl ProxyHttp for Edge {
         end_of_stream: bool,
         ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
-        let Some(st) = ctx.storing.as_mut() else {
+        let c = &mut ctx.cache;
+        let Some(st) = c.storing.as_mut() else {
             return Ok(None);
         };
         if let Some(chunk) = body.as_ref() {
-            if st.body.len() + chunk.len() > self.cache.config.max_object_size
-                && ctx.compress_to.is_none()
+            if st.body.len() + chunk.len() > self.cache.config.max_object_bytes()
+                && c.compress_to.is_none()
             {
-                ctx.storing = None;
-                ctx.fill = None;
+                c.storing = None;
+                c.fill = None;
                 return Ok(None);
             }
             st.body.extend_from_slice(chunk);
         }
-        if ctx.compress_to.is_some() {
+        if c.compress_to.is_some() {
             *body = None;
         }
         if !end_of_stream {
             return Ok(None);
         }
-        let st = ctx.storing.take().expect("checked above");
-        let key = ctx.key.clone().expect("a fill has a key");
+        let (Some(st), Some(key)) = (c.storing.take(), c.key.clone()) else {
+            return Ok(None);
+        };
         let entry = cache::build_entry(
             key.len(),
             &st.header,
             st.body.freeze(),
             st.lifetime,
             st.tags,
-            ctx.fill_seq,
+            c.fill_seq,
             &self.cache.compression,
         );
-        if let Some(enc) = ctx.compress_to {
+        if let Some(enc) = c.compress_to {
             let out = entry
                 .compressed(enc, &self.cache.compression)
                 .or_else(|| encoding::compress(enc, &entry.identity, &self.cache.compression))
@@ -712,26 +721,30 @@ impl ProxyHttp for Edge {
             *body = Some(out);
         }
         self.cache.store(key, entry);
-        ctx.fill = None;
+        c.fill = None;
         Ok(None)
     }
 
-    /// Every try failed (or no backend was left): a stale copy inside stale-if-error if
-    /// there is one, else 503 with `Retry-After` when no backend is up, else 502/504.
+    /// Every try failed, no backend could be given, or the client's body was malformed: a
+    /// stale copy inside stale-if-error if there is one, else 503 with `Retry-After` when no
+    /// backend could take the request, else 400/502/504.
     async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
-        ctx.in_flight = None;
-        ctx.storing = None;
-        ctx.fill = None;
+        ctx.upstream.slot = None;
+        ctx.cache.storing = None;
+        ctx.cache.fill = None;
+        let gone = FailToProxy {
+            error_code: 0,
+            can_reuse_downstream: false,
+        };
         if ctx.response_started || session.response_written().is_some() {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
+            return gone;
         }
         // Pingora closes the connection after a proxy failure: say so, or a client may send
         // its next request on a connection that is going away.
         session.set_keepalive(None);
-        if let Some(stale) = ctx.stale.take()
+        let client_fault = e.esource() == &ErrorSource::Downstream;
+        if !client_fault
+            && let Some(stale) = ctx.cache.stale.take()
             && self
                 .serve_entry(session, ctx, &stale, CacheStatus::Stale)
                 .await
@@ -742,27 +755,23 @@ impl ProxyHttp for Edge {
                 can_reuse_downstream: false,
             };
         }
-        let (code, body) = if ctx.no_backend {
-            (503, "no backend available\n")
-        } else {
-            match (e.esource(), e.etype()) {
-                (ErrorSource::Downstream, _) => (0, ""),
-                (_, ErrorType::HTTPStatus(s)) => (*s, "upstream error\n"),
-                (ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::ConnectTimedout) => {
-                    (504, "upstream timed out\n")
-                }
-                (ErrorSource::Upstream, _) => (502, "upstream failed\n"),
-                _ => (500, "internal error\n"),
+        let (code, body) = match (ctx.upstream.unavailable, e.esource(), e.etype()) {
+            (Some(why), _, _) => (503, why.message()),
+            (_, ErrorSource::Downstream, _) if is_bad_body_framing(e) => {
+                metrics::REJECTED.with_label_values(&["bad_request"]).inc();
+                (400, "malformed chunked request body\n")
             }
+            // The client went away: nobody to answer.
+            (_, ErrorSource::Downstream, _) => return gone,
+            (_, _, ErrorType::HTTPStatus(s)) => (*s, "upstream error\n"),
+            (_, ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::ConnectTimedout) => {
+                (504, "upstream timed out\n")
+            }
+            (_, ErrorSource::Upstream, _) => (502, "upstream failed\n"),
+            _ => (500, "internal error\n"),
         };
-        if code == 0 {
-            return FailToProxy {
-                error_code: 0,
-                can_reuse_downstream: false,
-            };
-        }
         let retry_after = self.balancer.retry_after().as_secs().to_string();
-        let extra = [("retry-after", retry_after)];
+        let extra = [(RETRY_AFTER, retry_after)];
         let extra: &[(&str, String)] = if code == 503 { &extra } else { &[] };
         let _ = self.respond_plain(session, ctx, code, body, extra).await;
         FailToProxy {
@@ -771,19 +780,49 @@ impl ProxyHttp for Edge {
         }
     }
 
+    /// A client that goes away is not an edge error: counted, logged at debug only.
+    fn suppress_error_log(&self, _session: &Session, ctx: &Ctx, error: &Error) -> bool {
+        if error.esource() != &ErrorSource::Downstream {
+            return false;
+        }
+        if !is_bad_body_framing(error) {
+            let phase = if ctx.response_started {
+                "response"
+            } else {
+                "body"
+            };
+            metrics::CLIENT_ABORTS.with_label_values(&[phase]).inc();
+        }
+        tracing::debug!(error = %error, "client side of a request failed");
+        true
+    }
+
+    /// Retried failures are counted in `edge_upstream_errors_total` and `edge_retries_total`;
+    /// a frozen backend would otherwise log a warning per request.
+    fn suppress_proxy_warn_log(
+        &self,
+        _session: &Session,
+        _ctx: &Ctx,
+        error: &Error,
+        _context: ProxyWarnLogContext,
+    ) -> bool {
+        tracing::debug!(error = %error, "try failed, retrying");
+        true
+    }
+
     /// Runs once per request, errors included: the metrics.
     async fn logging(&self, session: &mut Session, e: Option<&Error>, ctx: &mut Ctx) {
-        ctx.fill = None;
-        ctx.in_flight = None;
+        ctx.cache.fill = None;
+        ctx.upstream.slot = None;
         let status = session
             .response_written()
             .map(|h| h.status.as_u16())
             .unwrap_or(ctx.response_status);
         self.series.observe(
-            ctx.route,
+            ctx.cache.route,
             session.req_header().method.as_str(),
             status,
-            ctx.status as usize,
+            ctx.cache.status as usize,
             ctx.start.elapsed().as_secs_f64(),
         );
         if let Some(e) = e {

@@ -15,15 +15,15 @@ use std::time::Instant;
 use bytes::BytesMut;
 use http::header;
 use pingora_core::connectors::http::Connector;
-use pingora_core::upstreams::peer::HttpPeer;
 use pingora_error::{Error, ErrorType, Result};
 use pingora_http::RequestHeader;
 
-use crate::balancer::Balancer;
+use crate::balancer::{Backend, Balancer};
 use crate::cache::flight::FillGuard;
 use crate::cache::{self, Cache};
 use crate::config::EdgeConfig;
 use crate::metrics;
+use crate::upstream::{self, Failure};
 
 pub struct Refresher {
     connector: Connector,
@@ -65,24 +65,19 @@ impl Refresher {
         });
     }
 
-    /// Fetches and stores; `Ok(false)` when the response may not be stored.
+    /// Fetches and stores; `Ok(false)` when the response may not be stored. A refresh does not
+    /// queue for a backend: with every one at its limit, the stale copy simply ages on.
     async fn refresh(&self, job: Refresh) -> Result<bool> {
         let fill_seq = self.cache.fill_started();
-        let Some(backend) = self.balancer.select(&[]) else {
-            return Error::e_explain(ErrorType::ConnectNoRoute, "no backend available");
+        let Ok(slot) = self.balancer.try_acquire(&[]) else {
+            return Error::e_explain(ErrorType::ConnectNoRoute, "no backend slot free");
         };
-        let _in_flight = self.balancer.start(&backend);
+        let backend = slot.backend().clone();
         let u = &self.config.upstream;
-        let mut peer = HttpPeer::new(backend.addr, false, String::new());
-        peer.options.connection_timeout = Some(u.connect_timeout);
-        peer.options.read_timeout = Some(u.read_timeout);
-        peer.options.write_timeout = Some(u.write_timeout);
-        peer.options.idle_timeout = Some(u.keepalive_timeout);
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[&backend.label])
-            .inc();
+        let total = u.timeouts.total.get();
+        let peer = upstream::peer(&backend, u, u.timeouts.per_try.get(), total);
         let started = Instant::now();
-        let fetched = tokio::time::timeout(u.total_timeout, async {
+        let fetched = tokio::time::timeout(total, async {
             let (mut session, _reused) = self.connector.get_http_session(&peer).await?;
             let mut req = RequestHeader::build("GET", job.uri.as_bytes(), Some(2))?;
             if let Some(host) = &job.host {
@@ -97,7 +92,7 @@ impl Refresher {
             metrics::UPSTREAM_DURATION
                 .with_label_values(&[&backend.label])
                 .observe(started.elapsed().as_secs_f64());
-            let max = self.cache.config.max_object_size;
+            let max = self.cache.config.max_object_bytes();
             let mut body = BytesMut::new();
             while let Some(chunk) = session.read_response_body().await? {
                 if body.len() + chunk.len() > max {
@@ -111,24 +106,24 @@ impl Refresher {
         let (header, body, session) = match fetched {
             Ok(Ok(done)) => done,
             Ok(Err(e)) => {
-                self.failed(&backend, "other");
+                self.failed(&backend, Failure::of(&e));
                 return Err(e);
             }
             Err(_) => {
-                self.failed(&backend, "timeout");
+                self.failed(&backend, Failure::Timeout);
                 return Error::e_explain(ErrorType::ReadTimedout, "upstream.timeouts.total");
             }
         };
         let status = header.status.as_u16();
         if matches!(status, 502..=504) {
-            self.failed(&backend, "status_5xx");
+            self.failed(&backend, Failure::Status5xx);
         } else {
             self.balancer.report_success(&backend);
         }
         match body {
             Some(_) => {
                 self.connector
-                    .release_http_session(session, &peer, Some(u.keepalive_timeout))
+                    .release_http_session(session, &peer, Some(u.keepalive_timeout.get()))
                     .await
             }
             // Not read to the end: the connection cannot be reused.
@@ -148,13 +143,12 @@ impl Refresher {
         );
         let stored = self.cache.store(job.key.clone(), entry);
         drop(job.guard);
+        drop(slot);
         Ok(stored)
     }
 
-    fn failed(&self, backend: &crate::balancer::Backend, kind: &str) {
-        metrics::UPSTREAM_ERRORS
-            .with_label_values(&[&backend.label, kind])
-            .inc();
+    fn failed(&self, backend: &Backend, failure: Failure) {
+        failure.count(backend);
         self.balancer.report_failure(backend);
     }
 }

@@ -11,20 +11,20 @@ use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
 use async_trait::async_trait;
-use pingora_core::apps::HttpServerOptions;
 use pingora_core::apps::http_app::HttpServer;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
 use pingora_core::services::listening::Service;
-use pingora_proxy::ProxyServiceBuilder;
 use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::balancer::Balancer;
 use crate::cache::Cache;
-use crate::config::{EdgeConfig, LogFormat};
+use crate::config::EdgeConfig;
+use crate::downstream::Downstream;
 use crate::health::HealthChecker;
+use crate::logbridge;
 use crate::metrics;
 use crate::notify::{PidFile, sd_notify};
 use crate::proxy::Edge;
@@ -53,15 +53,15 @@ pub struct ProxyArgs {
 /// Runs the edge until SIGTERM (graceful: drain for `shutdown.grace_period`), SIGINT (fast)
 /// or SIGQUIT (graceful upgrade: hand the listeners to a process started with `--upgrade`).
 pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
-    let (mut file, config) =
-        EdgeConfig::load(args.config.as_deref(), &[]).context("invalid edge config")?;
+    let config = EdgeConfig::load(args.config.as_deref(), &[]).context("invalid edge config")?;
     if args.check {
-        if !file.admin.token.is_empty() {
-            file.admin.token = "(set)".into();
+        let mut shown = config.clone();
+        if shown.admin.token().is_some() {
+            shown.admin.token = "(set)".into();
         }
         print!(
             "{}",
-            toml::to_string_pretty(&file).context("printing the effective config")?
+            toml::to_string_pretty(&shown).context("printing the effective config")?
         );
         eprintln!("edge config is valid");
         return Ok(());
@@ -74,8 +74,8 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     // With --upgrade this returns once the old process has handed its listeners over.
     let server = build_server(&config, args.upgrade)?;
     let _pid_file = PidFile::write(config.shutdown.pid_file.as_ref())?;
-    tracing::info!(listen = %config.listen, admin = %config.admin, upstreams = config.upstream.servers.len(), "edge starting");
-    announce_ready(config.listen, args.upgrade);
+    tracing::info!(listen = %config.listen.address, admin = %config.admin.address, upstreams = config.upstream.servers.len(), "edge starting");
+    announce_ready(config.listen.address, args.upgrade);
     server.run(RunArgs::default());
     Ok(())
 }
@@ -185,17 +185,10 @@ fn announce_ready(listen: SocketAddr, upgrade: bool) {
     }
 }
 
-fn init_logging(config: &EdgeConfig) {
-    let filter = tracing_subscriber::EnvFilter::try_from_default_env()
-        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.log_level));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter);
-    // `try_init` also bridges Pingora's `log` records; it fails harmlessly when the caller
-    // (the `reviews` binary) already set a subscriber.
-    let _ = match config.log_format {
-        LogFormat::Json => builder.json().try_init(),
-        LogFormat::Compact => builder.compact().try_init(),
-        LogFormat::Pretty => builder.try_init(),
-    };
+/// The shared logging setup, then Pingora's `log` records through the edge's bridge.
+pub fn init_logging(config: &EdgeConfig) {
+    reviews_shared::logging::init(&config.log);
+    logbridge::install(logbridge::max_level_of_tracing());
 }
 
 /// Raises RLIMIT_NOFILE to `nofile`, refusing to start when the hard limit can't allow what
@@ -210,7 +203,7 @@ fn raise_nofile(config: &EdgeConfig) -> anyhow::Result<()> {
             config.max_connections
         );
     }
-    let got = rlimit::increase_nofile_limit(config.nofile).context("raising RLIMIT_NOFILE")?;
+    let got = rlimit::increase_nofile_limit(config.nofile()).context("raising RLIMIT_NOFILE")?;
     if got < needed {
         bail!(
             "RLIMIT_NOFILE could only be raised to {got}, below the {needed} that max_connections needs"
@@ -234,48 +227,43 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
         upgrade,
         ..Opt::default()
     };
+    let shutdown = &config.shutdown;
     let conf = ServerConf {
         threads: config.threads,
         work_stealing: config.work_stealing,
-        grace_period_seconds: Some(config.shutdown.grace_period.as_secs()),
-        graceful_shutdown_timeout_seconds: Some(config.shutdown.graceful_timeout.as_secs()),
-        upgrade_sock: config.shutdown.upgrade_sock.clone(),
-        pid_file: config.shutdown.pid_file.clone(),
+        grace_period_seconds: Some(shutdown.grace_period.get().as_secs()),
+        graceful_shutdown_timeout_seconds: Some(shutdown.graceful_timeout.get().as_secs()),
+        upgrade_sock: shutdown.upgrade_sock.clone(),
+        pid_file: shutdown.pid_file.clone(),
         upstream_keepalive_pool_size: config.upstream.keepalive_pool,
         // Tries in all; `Edge` decides which errors are retried.
-        max_retries: config.upstream.retries + 1,
+        max_retries: config.upstream.retries.attempts + 1,
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
     let shared = Arc::new(config.clone());
 
-    let balancer = Arc::new(Balancer::new(
-        &config.upstream.servers,
-        config.upstream.algorithm,
-        config.upstream.ejection.clone(),
-    ));
+    let balancer = Arc::new(Balancer::new(&config.upstream));
     let cache = Arc::new(Cache::new(config.cache.clone(), config.compression.clone()));
-    metrics::CACHE_MAX_BYTES.set(config.cache.max_size as i64);
+    metrics::CACHE_MAX_BYTES.set(config.cache.max_size.bytes() as i64);
 
     let edge = Edge::new(shared.clone(), balancer.clone(), cache.clone());
-    let mut options = HttpServerOptions::default();
-    options.keepalive_request_limit = config.keepalive_requests;
-    let mut proxy = ProxyServiceBuilder::new(&server.configuration, edge)
-        .name("reviews edge")
-        .server_options(options)
-        .build();
-    proxy.add_tcp(&config.listen.to_string());
-    server.add_service(proxy);
+    // The proxy runs inside `Downstream`, which adds the connection limit and the header
+    // deadlines Pingora's own listener loop lacks.
+    let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
+    let mut front = Service::new("reviews edge".into(), Downstream::new(proxy, config));
+    front.add_tcp(&config.listen.address.to_string());
+    server.add_service(front);
 
     let admin = Admin {
         cache: cache.clone(),
         balancer: balancer.clone(),
-        token: config.admin_token.clone(),
+        token: config.admin.token().map(str::to_owned),
     };
     let mut admin = Service::new("reviews edge admin".into(), HttpServer::new_app(admin));
     admin.threads = Some(1);
-    admin.add_tcp(&config.admin.to_string());
+    admin.add_tcp(&config.admin.address.to_string());
     server.add_service(admin);
 
     let health = background_service(
@@ -351,8 +339,8 @@ fn free_port(addr: SocketAddr) -> anyhow::Result<SocketAddr> {
 /// unless set. Dropping the handle shuts the edge down.
 pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     static INSTANCE: AtomicU32 = AtomicU32::new(0);
-    config.listen = free_port(config.listen)?;
-    config.admin = free_port(config.admin)?;
+    config.listen.address = free_port(config.listen.address)?;
+    config.admin.address = free_port(config.admin.address)?;
     let defaults = EdgeConfig::default();
     let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
     let unique = |base: &str| format!("{}-{}-{n}", base, std::process::id());
@@ -373,8 +361,8 @@ pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         })
         .context("spawning the edge thread")?;
     let edge = RunningEdge {
-        listen: config.listen,
-        admin: config.admin,
+        listen: config.listen.address,
+        admin: config.admin.address,
         cache: parts.cache,
         balancer: parts.balancer,
         stop: Some(tx),

@@ -1,6 +1,7 @@
 //! What two or more crates of the workspace really share: human units for config values
-//! (`"3GiB"`, `"250ms"`) and loading a TOML config with environment overrides and errors
-//! that name the key.
+//! (`"3GiB"`, `"250ms"`), loading a TOML config with environment overrides and errors
+//! that name the key, and the logging setup.
 
 pub mod config;
+pub mod logging;
 pub mod units;

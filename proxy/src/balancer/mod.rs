@@ -1,9 +1,16 @@
 //! Choosing a backend for each try: weighted round robin (NGINX's smooth variant) or least
 //! outstanding requests by power of two random choices, over the backends that are healthy
-//! (active checks, see [`crate::health`]) and not ejected (passive: consecutive failures
-//! eject a backend for a period that doubles with each ejection, never more than
-//! `max_percent` of the backends at once). A retry never picks a backend already tried for
-//! the same request.
+//! (active checks, see [`crate::health`]), not ejected (passive: consecutive failures eject a
+//! backend for a period that doubles with each ejection, never more than `max_percent` of the
+//! backends at once) and below their in-flight limit. A retry never picks a backend already
+//! tried for the same request.
+//!
+//! Capacity is taken only by requests that go upstream: a try holds one of its backend's
+//! `max_in_flight` slots ([`InFlight`]) until it ends. When every candidate is at its limit
+//! the request waits in a bounded FIFO queue (HAProxy's `maxconn` and `timeout queue`); a slot
+//! given back goes straight to the first waiter that may use it (see `queue.rs`).
+
+mod queue;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -12,8 +19,9 @@ use std::time::{Duration, Instant};
 
 use rand::Rng;
 
-use crate::config::{Algorithm, EjectionConfig, Upstream};
+use crate::config::{Algorithm, EjectionConfig, UpstreamConfig};
 use crate::metrics;
+use queue::Queue;
 
 pub struct Backend {
     pub index: usize,
@@ -21,7 +29,9 @@ pub struct Backend {
     /// `ip:port`, the `backend` label of the metrics.
     pub label: String,
     pub weight: usize,
+    /// Tries in flight, at most `limit`.
     outstanding: AtomicUsize,
+    limit: usize,
     consecutive_failures: AtomicU32,
     /// Milliseconds since the balancer's epoch until which the backend is ejected.
     ejected_until: AtomicU64,
@@ -37,20 +47,70 @@ impl Backend {
     pub fn is_healthy(&self) -> bool {
         self.healthy.load(Ordering::Relaxed)
     }
+
+    /// Takes one in-flight slot if one is free.
+    fn try_take(&self) -> bool {
+        let mut now = self.outstanding.load(Ordering::SeqCst);
+        loop {
+            if now >= self.limit {
+                return false;
+            }
+            match self.outstanding.compare_exchange_weak(
+                now,
+                now + 1,
+                Ordering::SeqCst,
+                Ordering::SeqCst,
+            ) {
+                Ok(_) => return true,
+                Err(seen) => now = seen,
+            }
+        }
+    }
 }
 
-/// Counts a request outstanding at a backend until dropped.
+/// One try at a backend: holds one of its in-flight slots until dropped, when the slot goes
+/// to the first queued request that may use it, or back to the backend.
 pub struct InFlight {
     backend: Arc<Backend>,
+    balancer: Arc<Balancer>,
+}
+
+impl InFlight {
+    /// Wraps a slot already taken with [`Backend::try_take`].
+    fn new(backend: Arc<Backend>, balancer: Arc<Balancer>) -> Self {
+        metrics::UPSTREAM_IN_FLIGHT
+            .with_label_values(&[&backend.label])
+            .inc();
+        metrics::UPSTREAM_REQUESTS
+            .with_label_values(&[&backend.label])
+            .inc();
+        InFlight { backend, balancer }
+    }
+
+    pub fn backend(&self) -> &Arc<Backend> {
+        &self.backend
+    }
 }
 
 impl Drop for InFlight {
     fn drop(&mut self) {
-        self.backend.outstanding.fetch_sub(1, Ordering::Relaxed);
         metrics::UPSTREAM_IN_FLIGHT
             .with_label_values(&[&self.backend.label])
             .dec();
+        self.backend.outstanding.fetch_sub(1, Ordering::SeqCst);
+        self.balancer.queue.slot_freed(&self.balancer);
     }
+}
+
+/// Why no backend was given to a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unavailable {
+    /// Every backend is down, ejected or already tried for this request.
+    NoBackend,
+    /// Every candidate is at its limit and the queue is full.
+    QueueFull,
+    /// Every candidate stayed at its limit for the whole wait.
+    QueueTimeout,
 }
 
 pub struct Balancer {
@@ -61,6 +121,7 @@ pub struct Balancer {
     cursor: AtomicUsize,
     epoch: Instant,
     ejection: EjectionConfig,
+    queue: Queue,
 }
 
 /// NGINX's smooth weighted round robin, unrolled into one full cycle: weights 5,1,1 give
@@ -85,8 +146,13 @@ fn smooth_wrr_order(weights: &[usize]) -> Vec<usize> {
 }
 
 impl Balancer {
-    pub fn new(upstreams: &[Upstream], algorithm: Algorithm, ejection: EjectionConfig) -> Self {
-        let backends: Vec<Arc<Backend>> = upstreams
+    pub fn new(config: &UpstreamConfig) -> Self {
+        let limit = match config.max_in_flight {
+            0 => usize::MAX,
+            n => n,
+        };
+        let backends: Vec<Arc<Backend>> = config
+            .servers
             .iter()
             .enumerate()
             .map(|(index, u)| {
@@ -100,6 +166,7 @@ impl Balancer {
                     label,
                     weight: u.weight,
                     outstanding: AtomicUsize::new(0),
+                    limit,
                     consecutive_failures: AtomicU32::new(0),
                     ejected_until: AtomicU64::new(0),
                     ejections: AtomicU32::new(0),
@@ -107,14 +174,15 @@ impl Balancer {
                 })
             })
             .collect();
-        let weights: Vec<usize> = upstreams.iter().map(|u| u.weight).collect();
+        let weights: Vec<usize> = config.servers.iter().map(|u| u.weight).collect();
         Balancer {
             wrr_order: smooth_wrr_order(&weights),
             backends,
-            algorithm,
+            algorithm: config.algorithm,
             cursor: AtomicUsize::new(0),
             epoch: Instant::now(),
-            ejection,
+            ejection: config.ejection.clone(),
+            queue: Queue::new(config.queue_size),
         }
     }
 
@@ -134,8 +202,16 @@ impl Balancer {
         b.is_healthy() && !self.is_ejected(b)
     }
 
-    /// Picks a backend not in `tried`, or `None` when every available one was tried.
-    pub fn select(&self, tried: &[usize]) -> Option<Arc<Backend>> {
+    /// Whether a backend not in `tried` is up (at its limit or not): a retry could go there.
+    pub fn has_untried(&self, tried: &[usize]) -> bool {
+        self.backends
+            .iter()
+            .any(|b| !tried.contains(&b.index) && self.is_available(b))
+    }
+
+    /// Picks a backend not in `tried` with a free slot and takes the slot; `None` when there
+    /// is none.
+    fn take(&self, tried: &[usize]) -> Option<Arc<Backend>> {
         let ok = |b: &Backend| !tried.contains(&b.index) && self.is_available(b);
         match self.algorithm {
             Algorithm::RoundRobin => {
@@ -143,49 +219,65 @@ impl Balancer {
                 let start = self.cursor.fetch_add(1, Ordering::Relaxed);
                 (0..n)
                     .map(|i| &self.backends[self.wrr_order[(start + i) % n]])
-                    .find(|b| ok(b))
+                    .find(|b| ok(b) && b.try_take())
                     .cloned()
             }
             Algorithm::LeastOutstanding => {
                 let candidates: Vec<&Arc<Backend>> =
                     self.backends.iter().filter(|b| ok(b)).collect();
-                match candidates.len() {
-                    0 => None,
-                    1 => Some(candidates[0].clone()),
-                    n => {
-                        let mut rng = rand::rng();
-                        let a = rng.random_range(0..n);
-                        let mut b = rng.random_range(0..n - 1);
-                        if b >= a {
-                            b += 1;
-                        }
-                        // Compare outstanding/weight without division: oa/wa <= ob/wb.
-                        let (x, y) = (candidates[a], candidates[b]);
-                        let lx = x.outstanding() * y.weight;
-                        let ly = y.outstanding() * x.weight;
-                        Some(if lx <= ly { x.clone() } else { y.clone() })
+                let n = candidates.len();
+                if n >= 2 {
+                    let mut rng = rand::rng();
+                    let a = rng.random_range(0..n);
+                    let mut b = rng.random_range(0..n - 1);
+                    if b >= a {
+                        b += 1;
+                    }
+                    // Compare outstanding/weight without division: oa/wa <= ob/wb.
+                    let (x, y) = (candidates[a], candidates[b]);
+                    let lx = x.outstanding() * y.weight;
+                    let ly = y.outstanding() * x.weight;
+                    let (first, second) = if lx <= ly { (x, y) } else { (y, x) };
+                    if first.try_take() {
+                        return Some(first.clone());
+                    }
+                    if second.try_take() {
+                        return Some(second.clone());
                     }
                 }
+                // One candidate, or both picks at their limit: any with a free slot.
+                candidates.into_iter().find(|b| b.try_take()).cloned()
             }
         }
     }
 
-    pub fn start(&self, b: &Arc<Backend>) -> InFlight {
-        b.outstanding.fetch_add(1, Ordering::Relaxed);
-        metrics::UPSTREAM_IN_FLIGHT
-            .with_label_values(&[&b.label])
-            .inc();
-        metrics::UPSTREAM_REQUESTS
-            .with_label_values(&[&b.label])
-            .inc();
-        InFlight { backend: b.clone() }
+    /// A slot at a backend not in `tried`, without waiting.
+    pub fn try_acquire(self: &Arc<Self>, tried: &[usize]) -> Result<InFlight, Unavailable> {
+        match self.take(tried) {
+            Some(b) => Ok(InFlight::new(b, self.clone())),
+            None if self.has_untried(tried) => Err(Unavailable::QueueFull),
+            None => Err(Unavailable::NoBackend),
+        }
+    }
+
+    /// A slot at a backend not in `tried`, waiting in the queue until `deadline` when every
+    /// candidate is at its limit.
+    pub async fn acquire(
+        self: &Arc<Self>,
+        tried: &[usize],
+        deadline: Instant,
+    ) -> Result<InFlight, Unavailable> {
+        match self.try_acquire(tried) {
+            Err(Unavailable::QueueFull) => queue::wait(self, tried, deadline).await,
+            done => done,
+        }
     }
 
     pub fn report_success(&self, b: &Backend) {
         b.consecutive_failures.store(0, Ordering::Relaxed);
         // A backend that has behaved for `max_time` since its last ejection starts over.
         let until = b.ejected_until.load(Ordering::Relaxed);
-        if until > 0 && self.now_ms() > until + self.ejection.max_time.as_millis() as u64 {
+        if until > 0 && self.now_ms() > until + self.ejection.max_time.get().as_millis() as u64 {
             b.ejections.store(0, Ordering::Relaxed);
         }
     }
@@ -207,8 +299,9 @@ impl Balancer {
         let period = self
             .ejection
             .base_time
+            .get()
             .saturating_mul(1 << n)
-            .min(self.ejection.max_time);
+            .min(self.ejection.max_time.get());
         b.ejected_until
             .store(self.now_ms() + period.as_millis() as u64, Ordering::Relaxed);
         b.consecutive_failures.store(0, Ordering::Relaxed);
@@ -256,25 +349,41 @@ impl Balancer {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::config::Upstream;
+    use reviews_shared::units::HumanDuration;
 
-    fn ejection(max_percent: u32) -> EjectionConfig {
-        EjectionConfig {
-            consecutive_failures: 2,
-            base_time: Duration::from_secs(10),
-            max_time: Duration::from_secs(60),
-            max_percent,
-        }
+    fn balancer(weights: &[usize], algorithm: Algorithm, max_percent: u32) -> Arc<Balancer> {
+        balancer_with(weights, algorithm, max_percent, 0, 8)
     }
 
-    fn upstreams(weights: &[usize]) -> Vec<Upstream> {
-        weights
-            .iter()
-            .enumerate()
-            .map(|(i, &w)| Upstream {
-                address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
-                weight: w,
-            })
-            .collect()
+    fn balancer_with(
+        weights: &[usize],
+        algorithm: Algorithm,
+        max_percent: u32,
+        max_in_flight: usize,
+        queue_size: usize,
+    ) -> Arc<Balancer> {
+        let config = UpstreamConfig {
+            algorithm,
+            servers: weights
+                .iter()
+                .enumerate()
+                .map(|(i, &w)| Upstream {
+                    address: format!("127.0.0.1:{}", 1000 + i).parse().unwrap(),
+                    weight: w,
+                })
+                .collect(),
+            max_in_flight,
+            queue_size,
+            ejection: EjectionConfig {
+                consecutive_failures: 2,
+                base_time: HumanDuration(Duration::from_secs(10)),
+                max_time: HumanDuration(Duration::from_secs(60)),
+                max_percent,
+            },
+            ..UpstreamConfig::default()
+        };
+        Arc::new(Balancer::new(&config))
     }
 
     #[test]
@@ -285,45 +394,39 @@ mod tests {
 
     #[test]
     fn round_robin_honours_weights() {
-        let b = Balancer::new(&upstreams(&[3, 1]), Algorithm::RoundRobin, ejection(50));
+        let b = balancer(&[3, 1], Algorithm::RoundRobin, 50);
         let mut counts = [0; 2];
         for _ in 0..400 {
-            counts[b.select(&[]).unwrap().index] += 1;
+            counts[b.try_acquire(&[]).unwrap().backend().index] += 1;
         }
         assert_eq!(counts, [300, 100]);
     }
 
     #[test]
     fn retries_never_pick_a_tried_backend() {
-        let b = Balancer::new(
-            &upstreams(&[1, 1, 1]),
-            Algorithm::LeastOutstanding,
-            ejection(50),
-        );
+        let b = balancer(&[1, 1, 1], Algorithm::LeastOutstanding, 50);
         for _ in 0..50 {
-            let pick = b.select(&[0, 2]).unwrap();
-            assert_eq!(pick.index, 1);
+            let pick = b.try_acquire(&[0, 2]).unwrap();
+            assert_eq!(pick.backend().index, 1);
         }
-        assert!(b.select(&[0, 1, 2]).is_none());
+        assert_eq!(
+            b.try_acquire(&[0, 1, 2]).err(),
+            Some(Unavailable::NoBackend)
+        );
     }
 
     #[test]
     fn least_outstanding_avoids_the_busy_backend() {
-        let b = Balancer::new(
-            &upstreams(&[1, 1]),
-            Algorithm::LeastOutstanding,
-            ejection(50),
-        );
-        let busy = b.backends()[0].clone();
-        let _held: Vec<InFlight> = (0..5).map(|_| b.start(&busy)).collect();
+        let b = balancer(&[1, 1], Algorithm::LeastOutstanding, 50);
+        let _held: Vec<InFlight> = (0..5).map(|_| b.try_acquire(&[1]).unwrap()).collect();
         for _ in 0..20 {
-            assert_eq!(b.select(&[]).unwrap().index, 1);
+            assert_eq!(b.try_acquire(&[]).unwrap().backend().index, 1);
         }
     }
 
     #[test]
     fn consecutive_failures_eject_but_never_more_than_the_share() {
-        let b = Balancer::new(&upstreams(&[1, 1]), Algorithm::RoundRobin, ejection(50));
+        let b = balancer(&[1, 1], Algorithm::RoundRobin, 50);
         let (x, y) = (b.backends()[0].clone(), b.backends()[1].clone());
         b.report_failure(&x);
         assert!(!b.is_ejected(&x));
@@ -333,7 +436,78 @@ mod tests {
         b.report_failure(&y);
         assert!(!b.is_ejected(&y), "50% of two backends is one");
         for _ in 0..10 {
-            assert_eq!(b.select(&[]).unwrap().index, 1);
+            assert_eq!(b.try_acquire(&[]).unwrap().backend().index, 1);
         }
+    }
+
+    #[test]
+    fn a_backend_at_its_limit_is_skipped_while_another_has_room() {
+        let b = balancer_with(&[1, 1], Algorithm::RoundRobin, 50, 2, 8);
+        let held: Vec<InFlight> = (0..2).map(|_| b.try_acquire(&[1]).unwrap()).collect();
+        assert!(held.iter().all(|s| s.backend().index == 0));
+        let more: Vec<InFlight> = (0..2).map(|_| b.try_acquire(&[]).unwrap()).collect();
+        assert!(more.iter().all(|s| s.backend().index == 1));
+        assert_eq!(b.try_acquire(&[]).err(), Some(Unavailable::QueueFull));
+    }
+
+    #[tokio::test]
+    async fn a_freed_slot_goes_to_the_first_waiter_that_may_use_it() {
+        let b = balancer_with(&[1, 1], Algorithm::RoundRobin, 50, 1, 8);
+        let on0 = b.try_acquire(&[1]).unwrap();
+        let on1 = b.try_acquire(&[0]).unwrap();
+        let far = Instant::now() + Duration::from_secs(30);
+        // The first waiter has tried backend 0 already; the second may use either.
+        let (b1, b2) = (b.clone(), b.clone());
+        let first = tokio::spawn(async move { b1.acquire(&[0], far).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        let second = tokio::spawn(async move { b2.acquire(&[], far).await });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(b.queue.waiting.load(Ordering::SeqCst), 2);
+        drop(on0);
+        let got = second.await.unwrap().unwrap();
+        assert_eq!(
+            got.backend().index,
+            0,
+            "backend 0 went to the waiter that may use it"
+        );
+        drop(on1);
+        let got = first.await.unwrap().unwrap();
+        assert_eq!(got.backend().index, 1);
+        assert_eq!(b.queue.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn the_queue_is_bounded_in_length_and_in_time() {
+        let b = balancer_with(&[1], Algorithm::RoundRobin, 50, 1, 1);
+        let _held = b.try_acquire(&[]).unwrap();
+        let soon = Instant::now() + Duration::from_millis(100);
+        let b1 = b.clone();
+        let waiting = tokio::spawn(async move { b1.acquire(&[], soon).await.err() });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        assert_eq!(
+            b.acquire(&[], soon).await.err(),
+            Some(Unavailable::QueueFull)
+        );
+        assert_eq!(waiting.await.unwrap(), Some(Unavailable::QueueTimeout));
+        assert_eq!(
+            b.queue.waiting.load(Ordering::SeqCst),
+            0,
+            "the timed-out waiter left"
+        );
+    }
+
+    #[tokio::test]
+    async fn a_waiter_whose_request_went_away_leaves_the_queue() {
+        let b = balancer_with(&[1], Algorithm::RoundRobin, 50, 1, 4);
+        let held = b.try_acquire(&[]).unwrap();
+        let far = Instant::now() + Duration::from_secs(30);
+        let b1 = b.clone();
+        let waiting = tokio::spawn(async move { b1.acquire(&[], far).await.map(|_| ()) });
+        tokio::time::sleep(Duration::from_millis(20)).await;
+        waiting.abort();
+        let _ = waiting.await;
+        assert_eq!(b.queue.waiting.load(Ordering::SeqCst), 0);
+        drop(held);
+        assert_eq!(b.backends()[0].outstanding(), 0, "the slot is not lost");
     }
 }

@@ -179,7 +179,7 @@ mod tests {
     fn compressed_bodies_round_trip() {
         let config = CompressionConfig {
             enabled: true,
-            min_size: 0,
+            min_size: reviews_shared::units::ByteSize(0),
             encodings: vec![EncodingName::Gzip, EncodingName::Br],
             gzip_level: 6,
             brotli_quality: 5,

@@ -252,7 +252,7 @@ impl moka::Expiry<Arc<str>, Arc<Entry>> for KeepFor {
 impl Cache {
     pub fn new(config: CacheConfig, compression: CompressionConfig) -> Self {
         let store = moka::sync::Cache::builder()
-            .max_capacity(config.max_size)
+            .max_capacity(config.max_size.bytes())
             .weigher(|_k: &Arc<str>, v: &Arc<Entry>| v.weight)
             .expire_after(KeepFor)
             .support_invalidation_closures()
@@ -311,21 +311,18 @@ impl Cache {
         let ttl = route
             .and_then(|r| c.routes.get(r))
             .and_then(|r| r.ttl)
-            .unwrap_or(c.default_ttl);
+            .unwrap_or(c.default_ttl.get());
         let decision = policy::decide(
             resp.status.as_u16(),
             &resp.headers,
             ttl,
-            c.stale_while_revalidate,
-            c.stale_if_error,
+            c.stale_while_revalidate.get(),
+            c.stale_if_error.get(),
         );
-        let length: Option<usize> = resp
-            .headers
-            .get(http::header::CONTENT_LENGTH)
-            .and_then(|v| v.to_str().ok()?.parse().ok());
+        let length = crate::headers::content_length(&resp.headers);
         match decision {
             policy::Decision::Store(lifetime)
-                if length.is_none_or(|l| l <= c.max_object_size)
+                if length.is_none_or(|l| l <= c.max_object_bytes())
                     && !resp.headers.contains_key(http::header::CONTENT_ENCODING) =>
             {
                 Some(lifetime)
@@ -456,7 +453,7 @@ pub fn build_entry(
         let _ = header.append_header(name, value);
     }
     let compressible =
-        compression.enabled && body.len() >= compression.min_size && is_compressible(upstream);
+        compression.enabled && body.len() >= compression.min_bytes() && is_compressible(upstream);
     if compressible {
         // Compressed forms are made later, on demand; they are charged up front at 40% of
         // the body each (JSON of a few KiB compresses to 25–40%) so the weight never grows.

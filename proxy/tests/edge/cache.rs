@@ -2,6 +2,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use reviews_proxy::config::EncodingName;
+use reviews_shared::units::ByteSize;
 use tokio::sync::Barrier;
 
 use crate::helpers::{Origin, TestEdge, config};
@@ -190,8 +191,8 @@ async fn bodies_are_compressed_once_and_served_in_the_form_the_client_accepts() 
 async fn the_byte_cap_holds_under_a_flood_of_distinct_keys() {
     let origin = Origin::start("a");
     let mut c = config(&[&origin], "");
-    c.cache.max_size = 256 << 10;
-    c.cache.max_object_size = 64 << 10;
+    c.cache.max_size = ByteSize(256 << 10);
+    c.cache.max_object_size = ByteSize(64 << 10);
     let edge = TestEdge::start(c);
     for i in 0..600 {
         let r = edge.get(&format!("/t/flood-{i}?pad=2000")).await;

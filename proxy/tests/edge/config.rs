@@ -8,8 +8,8 @@ fn example() -> std::path::PathBuf {
 
 #[test]
 fn the_example_config_parses_and_validates() {
-    let (_, c) = EdgeConfig::load(Some(&example()), &[]).unwrap();
-    assert_eq!(c.cache.max_size, 3 << 30);
+    let c = EdgeConfig::load(Some(&example()), &[]).unwrap();
+    assert_eq!(c.cache.max_size.bytes(), 3 << 30);
     assert!(c.upstream.servers.len() >= 2);
     assert!(!c.cache.routes.is_empty());
 }
@@ -37,8 +37,8 @@ fn an_environment_override_wins_and_a_bad_one_names_its_variable() {
         "1GiB",
         "environment variable REVIEWS_EDGE__CACHE__MAX_SIZE",
     );
-    let (_, c) = EdgeConfig::load(Some(&example()), &[o]).unwrap();
-    assert_eq!(c.cache.max_size, 1 << 30);
+    let c = EdgeConfig::load(Some(&example()), &[o]).unwrap();
+    assert_eq!(c.cache.max_size.bytes(), 1 << 30);
     let o = reviews_shared::config::Override::parse(
         "cache.max_size",
         "lots",

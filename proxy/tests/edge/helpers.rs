@@ -220,6 +220,7 @@ max_time = "2s"
 [upstream.timeouts]
 connect = "200ms"
 read = "2s"
+per_try = "2s"
 [shutdown]
 grace_period = "0s"
 graceful_timeout = "1s"

@@ -7,7 +7,7 @@ async fn beyond_max_connections_a_request_gets_503_instead_of_waiting() {
     let origin = Origin::start("a");
     let mut c = config(&[&origin], "");
     c.max_connections = 2;
-    c.max_connections_wait = Duration::from_millis(50);
+    c.max_connections_wait = Duration::from_millis(50).into();
     c.nofile = c.nofile_needed();
     let edge = TestEdge::start(c);
     let slow = |i: u32| {
@@ -55,8 +55,8 @@ async fn oversized_request_headers_get_431() {
 async fn a_graceful_shutdown_lets_an_in_flight_request_finish() {
     let origin = Origin::start("a");
     let mut c = config(&[&origin], "");
-    c.shutdown.grace_period = Duration::from_secs(1);
-    c.shutdown.graceful_timeout = Duration::from_secs(2);
+    c.shutdown.grace_period = Duration::from_secs(1).into();
+    c.shutdown.graceful_timeout = Duration::from_secs(2).into();
     let mut edge = TestEdge::start(c);
     let url = edge.url("/nocache/drain?delay_ms=700");
     let client = edge.client.clone();

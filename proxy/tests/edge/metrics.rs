@@ -27,7 +27,7 @@ async fn the_metrics_page_is_not_empty_and_has_the_series_the_load_tester_reads(
         "edge_cache_evictions_total",
         "edge_cache_invalidations_total",
         "edge_upstream_healthy{",
-        "edge_active_connections",
+        "edge_open_connections",
         "edge_open_fds",
         "edge_retries_total",
     ] {

@@ -1,0 +1,161 @@
+//! The client side of the edge: what runs between Pingora's accept and the proxy's hooks.
+//!
+//! Pingora's HTTP/1 server has no connection limit, times each header read separately and
+//! offers no hook between accept and the first request. [`Downstream`] is the `ServerApp`
+//! the listener runs instead of the bare proxy: for each accepted connection it
+//!
+//! 1. takes one of `max_connections` slots, held while the connection is open, idle
+//!    keep-alive time included (waiting `max_connections_wait` for one, else answering 503
+//!    and closing);
+//! 2. wraps the socket in [`Guarded`], which enforces the total header deadline and the
+//!    keep-alive idle timeout (see `deadline.rs`);
+//! 3. runs the keep-alive loop Pingora's own HTTP app would run, handing each request to the
+//!    proxy, with pipelining on (requests are answered in order) and the body-read and send
+//!    timeouts of `[listen]`.
+
+mod deadline;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
+use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::ServerSession;
+use pingora_core::server::ShutdownWatch;
+use pingora_proxy::HttpProxy;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
+
+pub use deadline::{Guarded, HEADER_TIMEOUT_MESSAGE};
+
+use crate::config::EdgeConfig;
+use crate::metrics;
+use crate::proxy::Edge;
+
+/// What a connection beyond `max_connections` is told before the close.
+const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nRetry-After: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\r\nedge overloaded\n";
+
+/// The listener's app: connection slots and deadlines around the proxy.
+pub struct Downstream {
+    proxy: Arc<HttpProxy<Edge>>,
+    slots: Arc<Semaphore>,
+    slot_wait: Duration,
+    header_timeout: Duration,
+    keepalive_timeout: Duration,
+    keepalive_secs: u64,
+    body_read_timeout: Duration,
+    send_timeout: Duration,
+    keepalive_requests: Option<u32>,
+}
+
+/// An open client connection, counted in `edge_open_connections` while it holds its slot.
+struct OpenConnection(#[allow(dead_code)] OwnedSemaphorePermit);
+
+impl OpenConnection {
+    fn new(permit: OwnedSemaphorePermit) -> Self {
+        metrics::OPEN_CONNECTIONS.inc();
+        OpenConnection(permit)
+    }
+}
+
+impl Drop for OpenConnection {
+    fn drop(&mut self) {
+        metrics::OPEN_CONNECTIONS.dec();
+    }
+}
+
+impl Downstream {
+    pub fn new(proxy: HttpProxy<Edge>, config: &EdgeConfig) -> Self {
+        let l = &config.listen;
+        Downstream {
+            proxy: Arc::new(proxy),
+            slots: Arc::new(Semaphore::new(config.max_connections)),
+            slot_wait: config.max_connections_wait.get(),
+            header_timeout: l.header_read_timeout.get(),
+            keepalive_timeout: l.keepalive_timeout.get(),
+            // Pingora's own per-read wait between requests, kept as a backstop behind the
+            // total deadlines of `Guarded`.
+            keepalive_secs: l.keepalive_timeout.get().as_secs().max(1),
+            body_read_timeout: l.body_read_timeout.get(),
+            send_timeout: l.send_timeout.get(),
+            keepalive_requests: (l.keepalive_requests > 0).then_some(l.keepalive_requests),
+        }
+    }
+
+    async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
+        if let Ok(p) = self.slots.clone().try_acquire_owned() {
+            return Some(p);
+        }
+        tokio::time::timeout(self.slot_wait, self.slots.clone().acquire_owned())
+            .await
+            .ok()?
+            .ok()
+    }
+
+    fn configure(&self, session: &mut ServerSession) {
+        session.set_keepalive(Some(self.keepalive_secs));
+        session.set_read_timeout(Some(self.body_read_timeout));
+        session.set_write_timeout(Some(self.send_timeout));
+        session.set_pipelining_enabled(true);
+    }
+}
+
+/// Answers a connection that found no slot: 503, then a short drain of what the client sent
+/// so the close does not reset the connection before it read the answer.
+async fn refuse(mut stream: Stream) {
+    metrics::REJECTED.with_label_values(&["connections"]).inc();
+    let answer = async {
+        stream.write_all(OVERLOADED_RESPONSE).await?;
+        stream.flush().await?;
+        let mut sink = [0u8; 4096];
+        let mut drained = 0;
+        while drained < 64 << 10 {
+            match stream.read(&mut sink).await? {
+                0 => break,
+                n => drained += n,
+            }
+        }
+        Ok::<_, std::io::Error>(())
+    };
+    let _ = tokio::time::timeout(Duration::from_millis(500), answer).await;
+}
+
+#[async_trait]
+impl ServerApp for Downstream {
+    async fn process_new(
+        self: &Arc<Self>,
+        stream: Stream,
+        shutdown: &ShutdownWatch,
+    ) -> Option<Stream> {
+        let Some(slot) = self.take_slot().await else {
+            refuse(stream).await;
+            return None;
+        };
+        let _open = OpenConnection::new(slot);
+        let mut stream: Stream = Box::new(Guarded::new(stream, self.header_timeout));
+        let mut settings: Option<HttpPersistentSettings> = None;
+        loop {
+            let mut session = ServerSession::new_http1(stream);
+            match settings.take() {
+                Some(s) => s.apply_to_session(&mut session),
+                None => session.set_keepalive_reuses_remaining(self.keepalive_requests),
+            }
+            self.configure(&mut session);
+            if *shutdown.borrow() {
+                session.set_keepalive(None);
+            }
+            let reused = self.proxy.process_new_http(session, shutdown).await?;
+            let (next, next_settings) = reused.consume();
+            if let Some(g) = Guarded::of(&next) {
+                g.await_next_request(self.keepalive_timeout);
+            }
+            stream = next;
+            settings = next_settings;
+        }
+    }
+
+    async fn cleanup(&self) {
+        self.proxy.http_cleanup().await;
+    }
+}
