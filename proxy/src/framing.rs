@@ -13,6 +13,9 @@
 //! | `Transfer-Encoding` other than exactly `chunked` (`gzip, chunked`, `identity`, …) | 501 |
 //! | `Transfer-Encoding: chunked, chunked`, or on two lines | 400 |
 //! | `Content-Length` repeated (even with equal values), a list, or not a number | 400 |
+//! | `Content-Length` and `Transfer-Encoding` together (Pingora would drop the length) | 400 |
+//! | a request target that is not `/…`, `http(s)://…` or `*` (Pingora percent-escapes a bad request line, so `GET  /x` arrives as `%20/x`) | 400 |
+//! | a path holding a control character, raw (which Pingora escapes) or percent-encoded | 400 |
 //!
 //! Every refusal closes the connection: what follows the header cannot be trusted.
 
@@ -37,8 +40,11 @@ const fn bad(message: &'static str) -> Refusal {
     }
 }
 
-/// Checks a request's framing headers; `Err` says how to refuse it.
-pub fn check(req: &RequestHeader) -> Result<(), Refusal> {
+/// Checks a request's framing headers; `Err` says how to refuse it. `raw` is the header block
+/// as received: Pingora removes `Content-Length` from the parsed header when
+/// `Transfer-Encoding` is present, so only the raw bytes still show that both were sent.
+pub fn check(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refusal> {
+    check_target(req)?;
     let hosts = req.headers.get_all(header::HOST).iter().count();
     if hosts > 1 {
         return Err(bad("more than one Host header\n"));
@@ -50,6 +56,9 @@ pub fn check(req: &RequestHeader) -> Result<(), Refusal> {
     if let Some(first) = codings.next() {
         if codings.next().is_some() {
             return Err(bad("Transfer-Encoding given more than once\n"));
+        }
+        if raw.is_some_and(names_content_length) {
+            return Err(bad("Content-Length and Transfer-Encoding together\n"));
         }
         let text = first.to_str().unwrap_or("");
         let mut names = text.split(',').map(str::trim);
@@ -78,6 +87,47 @@ pub fn check(req: &RequestHeader) -> Result<(), Refusal> {
     Ok(())
 }
 
+/// The request target: origin form (`/path?query`), absolute form, or `*`; no control
+/// characters in the path, escaped or not. NGINX answers 400 to the raw bytes; Pingora
+/// instead percent-escapes them, which this sees as `%00`–`%1F` and `%7F`.
+fn check_target(req: &RequestHeader) -> Result<(), Refusal> {
+    // The target as sent: Pingora keeps a target `http::Uri` cannot parse only here (its
+    // `uri` is then `/`).
+    let raw = req.raw_path();
+    let absolute = |scheme: &[u8]| {
+        raw.len() > scheme.len() && raw[..scheme.len()].eq_ignore_ascii_case(scheme)
+    };
+    let form_ok = raw.starts_with(b"/")
+        || absolute(b"http://")
+        || absolute(b"https://")
+        || (raw == b"*" && req.method == http::Method::OPTIONS);
+    if !form_ok {
+        return Err(bad("malformed request target\n"));
+    }
+    let path = raw.split(|&b| b == b'?').next().unwrap_or(raw);
+    let escaped_control = path.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
+                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
+            )
+    });
+    if escaped_control || path.iter().any(|b| b.is_ascii_control()) {
+        return Err(bad("control character in the request path\n"));
+    }
+    Ok(())
+}
+
+/// Whether a raw header block has a `Content-Length` field (any case, at a line start).
+fn names_content_length(raw: &[u8]) -> bool {
+    const NAME: &[u8] = b"content-length";
+    raw.split(|&b| b == b'\n').any(|line| {
+        line.len() > NAME.len()
+            && line[..NAME.len()].eq_ignore_ascii_case(NAME)
+            && matches!(line[NAME.len()], b':' | b' ' | b'\t')
+    })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -92,7 +142,7 @@ mod tests {
     }
 
     fn status(version: Version, headers: &[(&str, &str)]) -> u16 {
-        check(&req(version, headers)).map_or_else(|r| r.status, |()| 0)
+        check(&req(version, headers), None).map_or_else(|r| r.status, |()| 0)
     }
 
     #[test]
@@ -129,6 +179,49 @@ mod tests {
             ],
         );
         assert_eq!(twice, 400);
+    }
+
+    #[test]
+    fn a_length_sent_beside_chunked_is_found_in_the_raw_header() {
+        let r = req(
+            Version::HTTP_11,
+            &[("host", "a"), ("transfer-encoding", "chunked")],
+        );
+        let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n";
+        assert_eq!(check(&r, Some(raw)).unwrap_err().status, 400);
+        let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n";
+        assert!(check(&r, Some(raw)).is_ok());
+    }
+
+    fn target(t: &str) -> u16 {
+        let method = if t == "*" { "OPTIONS" } else { "GET" };
+        let mut r = RequestHeader::build(method, t.as_bytes(), None).unwrap();
+        r.append_header("host", "a").unwrap();
+        check(&r, None).map_or_else(|r| r.status, |()| 0)
+    }
+
+    #[test]
+    fn the_target_is_a_path_an_absolute_url_or_a_star() {
+        assert_eq!(target("/reviews?product_id=1"), 0);
+        assert_eq!(target("http://a/reviews"), 0);
+        assert_eq!(target("*"), 0);
+        assert_eq!(target("%20/reviews"), 400);
+        assert_eq!(target("reviews"), 400);
+        assert_eq!(target("ftp://a/x"), 400);
+    }
+
+    #[test]
+    fn a_control_character_in_the_path_is_refused_escaped_or_not() {
+        assert_eq!(target("/t/%01x"), 400);
+        assert_eq!(target("/t/%7f"), 400);
+        assert_eq!(target("/t/%1F"), 400);
+        assert_eq!(target("/t/%20x"), 0);
+        assert_eq!(target("/t/%2F"), 0);
+        assert_eq!(
+            target("/t/x?q=%01"),
+            0,
+            "the query is the origin's business"
+        );
     }
 
     #[test]

@@ -384,7 +384,12 @@ impl ProxyHttp for Edge {
             g.header_received();
         }
         let req = session.req_header();
-        if let Err(r) = framing::check(req) {
+        let raw = req
+            .headers
+            .contains_key(header::TRANSFER_ENCODING)
+            .then(|| session.as_http1().map(|h1| h1.get_headers_raw_bytes()))
+            .flatten();
+        if let Err(r) = framing::check(req, raw.as_deref()) {
             return self
                 .refuse(session, ctx, r.status, r.reason, r.message)
                 .await;

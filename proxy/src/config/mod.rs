@@ -129,7 +129,8 @@ pub struct ListenConfig {
     pub address: SocketAddr,
     /// Largest request header block accepted (431 beyond it).
     pub max_header_bytes: ByteSize,
-    /// Largest number of request header fields accepted (431 beyond it).
+    /// Largest number of request header fields accepted (431 beyond it). Leave room below
+    /// the backends' own limit (the API's is 100): the edge adds `X-Forwarded-For`.
     pub max_headers: usize,
     /// The whole request header must arrive within this, counted from the connection's accept
     /// for its first request and from the first byte of each later one (NGINX:
@@ -152,7 +153,7 @@ impl Default for ListenConfig {
         ListenConfig {
             address: SocketAddr::from(([0, 0, 0, 0], 8080)),
             max_header_bytes: ByteSize(16 << 10),
-            max_headers: 100,
+            max_headers: 96,
             header_read_timeout: secs(10),
             keepalive_timeout: secs(60),
             body_read_timeout: secs(60),

@@ -5,7 +5,9 @@
 mod balancing;
 mod cache;
 mod config;
+mod framing;
 mod helpers;
 mod invalidation;
 mod limits;
 mod metrics;
+mod slow_clients;
