@@ -210,14 +210,26 @@ async fn a_frozen_backend_fails_no_get_and_cached_pages_stay_hits() {
         misses.iter().filter(during).count(),
         hits.len()
     );
-    assert!(misses.len() > 2000, "the load ran: {} requests", misses.len());
-    assert!(failed.is_empty(), "{} GETs failed: {:?}", failed.len(), &failed[..failed.len().min(5)]);
+    assert!(
+        misses.len() > 2000,
+        "the load ran: {} requests",
+        misses.len()
+    );
+    assert!(
+        failed.is_empty(),
+        "{} GETs failed: {:?}",
+        failed.len(),
+        &failed[..failed.len().min(5)]
+    );
 
     let not_hits: Vec<&Outcome> = hits
         .iter()
         .filter(|o| o.status != Some(200) || o.cache != "hit")
         .collect();
-    assert!(not_hits.is_empty(), "cached pages answered otherwise: {not_hits:?}");
+    assert!(
+        not_hits.is_empty(),
+        "cached pages answered otherwise: {not_hits:?}"
+    );
     // A hit that waited for the frozen backend would take at least the 1 s per-try timeout;
     // hits take about a millisecond. Half a second apart from both is not a timing race.
     let slowest_hit = hits.iter().filter(during).map(|o| o.took).max().unwrap();
@@ -245,6 +257,11 @@ async fn a_frozen_backend_fails_no_get_and_cached_pages_stay_hits() {
         })
         .and_then(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
         .unwrap_or(0.0);
-    assert!(timeouts >= 1.0, "timeouts at the frozen backend are counted");
-    tokio::task::spawn_blocking(move || drop(edge)).await.unwrap();
+    assert!(
+        timeouts >= 1.0,
+        "timeouts at the frozen backend are counted"
+    );
+    tokio::task::spawn_blocking(move || drop(edge))
+        .await
+        .unwrap();
 }

@@ -10,6 +10,7 @@ pub mod balancer;
 pub mod cache;
 pub mod config;
 pub mod downstream;
+pub mod drain;
 pub mod framing;
 pub mod headers;
 pub mod health;

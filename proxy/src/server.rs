@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -23,6 +23,7 @@ use crate::balancer::Balancer;
 use crate::cache::Cache;
 use crate::config::EdgeConfig;
 use crate::downstream::Downstream;
+use crate::drain;
 use crate::health::HealthChecker;
 use crate::logbridge;
 use crate::metrics;
@@ -72,11 +73,20 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     }
     raise_nofile(&config)?;
     // With --upgrade this returns once the old process has handed its listeners over.
-    let server = build_server(&config, args.upgrade)?;
-    let _pid_file = PidFile::write(config.shutdown.pid_file.as_ref())?;
+    let (server, parts) = build(&config, args.upgrade)?;
+    let pid_file = PidFile::write(config.shutdown.pid_file.as_ref())?;
+    let pid_file = Arc::new(parking_lot::Mutex::new(Some(pid_file)));
+    let at_exit = pid_file.clone();
+    drain::exit_when_drained(
+        server.watch_execution_phase(),
+        parts.open_connections,
+        config.shutdown.grace_period.get(),
+        move || drop(at_exit.lock().take()),
+    );
     tracing::info!(listen = %config.listen.address, admin = %config.admin.address, upstreams = config.upstream.servers.len(), "edge starting");
     announce_ready(config.listen.address, args.upgrade);
     server.run(RunArgs::default());
+    drop(pid_file);
     Ok(())
 }
 
@@ -218,6 +228,7 @@ fn raise_nofile(config: &EdgeConfig) -> anyhow::Result<()> {
 pub struct Parts {
     pub cache: Arc<Cache>,
     pub balancer: Arc<Balancer>,
+    pub open_connections: Arc<AtomicUsize>,
 }
 
 fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> {
@@ -252,7 +263,9 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     // The proxy runs inside `Downstream`, which adds the connection limit and the header
     // deadlines Pingora's own listener loop lacks.
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    let mut front = Service::new("reviews edge".into(), Downstream::new(proxy, config));
+    let downstream = Downstream::new(proxy, config);
+    let open_connections = downstream.open_connections();
+    let mut front = Service::new("reviews edge".into(), downstream);
     front.add_tcp(&config.listen.address.to_string());
     server.add_service(front);
 
@@ -271,12 +284,16 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
         HealthChecker::new(balancer.clone(), config.upstream.health.clone()),
     );
     server.add_service(health);
-    Ok((server, Parts { cache, balancer }))
+    Ok((
+        server,
+        Parts {
+            cache,
+            balancer,
+            open_connections,
+        },
+    ))
 }
 
-fn build_server(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<Server> {
-    Ok(build(config, upgrade)?.0)
-}
 
 struct ChannelSignal(parking_lot::Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
 

@@ -16,6 +16,7 @@
 mod deadline;
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -40,6 +41,8 @@ const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent
 pub struct Downstream {
     proxy: Arc<HttpProxy<Edge>>,
     slots: Arc<Semaphore>,
+    /// Open connections, for the drain at shutdown (the gauge is per process, this per edge).
+    open: Arc<AtomicUsize>,
     slot_wait: Duration,
     header_timeout: Duration,
     keepalive_timeout: Duration,
@@ -50,18 +53,26 @@ pub struct Downstream {
 }
 
 /// An open client connection, counted in `edge_open_connections` while it holds its slot.
-struct OpenConnection(#[allow(dead_code)] OwnedSemaphorePermit);
+struct OpenConnection {
+    _slot: OwnedSemaphorePermit,
+    open: Arc<AtomicUsize>,
+}
 
 impl OpenConnection {
-    fn new(permit: OwnedSemaphorePermit) -> Self {
+    fn new(slot: OwnedSemaphorePermit, open: &Arc<AtomicUsize>) -> Self {
         metrics::OPEN_CONNECTIONS.inc();
-        OpenConnection(permit)
+        open.fetch_add(1, Ordering::SeqCst);
+        OpenConnection {
+            _slot: slot,
+            open: open.clone(),
+        }
     }
 }
 
 impl Drop for OpenConnection {
     fn drop(&mut self) {
         metrics::OPEN_CONNECTIONS.dec();
+        self.open.fetch_sub(1, Ordering::SeqCst);
     }
 }
 
@@ -71,6 +82,7 @@ impl Downstream {
         Downstream {
             proxy: Arc::new(proxy),
             slots: Arc::new(Semaphore::new(config.max_connections)),
+            open: Arc::new(AtomicUsize::new(0)),
             slot_wait: config.max_connections_wait.get(),
             header_timeout: l.header_read_timeout.get(),
             keepalive_timeout: l.keepalive_timeout.get(),
@@ -81,6 +93,11 @@ impl Downstream {
             send_timeout: l.send_timeout.get(),
             keepalive_requests: (l.keepalive_requests > 0).then_some(l.keepalive_requests),
         }
+    }
+
+    /// The count of open client connections, shared.
+    pub fn open_connections(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
     }
 
     async fn take_slot(&self) -> Option<OwnedSemaphorePermit> {
@@ -132,7 +149,7 @@ impl ServerApp for Downstream {
             refuse(stream).await;
             return None;
         };
-        let _open = OpenConnection::new(slot);
+        let _open = OpenConnection::new(slot, &self.open);
         let mut stream: Stream = Box::new(Guarded::new(stream, self.header_timeout));
         let mut settings: Option<HttpPersistentSettings> = None;
         loop {
