@@ -8,5 +8,6 @@ mod conformance;
 mod faults;
 mod helpers;
 mod import;
+mod metrics_labels;
 mod openapi;
 mod sample;
