@@ -18,7 +18,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::store::ReviewStore;
@@ -33,6 +34,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     pool: IntGaugeVec,
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
     store: OnceLock<Arc<dyn ReviewStore>>,
 }
 
@@ -64,10 +67,28 @@ impl Metrics {
             &["pool", "state"],
         )
         .expect("static metric definition");
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "reviews_api_connections_open",
+                "Open HTTP connections by listener (public, metrics); capped by server.max_connections.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "reviews_api_connections_refused_total",
+                "Connections answered 503 and closed because server.max_connections were open.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(pool.clone()),
+            Box::new(connections.clone()),
+            Box::new(refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -76,7 +97,17 @@ impl Metrics {
             requests,
             duration,
             pool,
+            connections,
+            refused,
             store: OnceLock::new(),
+        }
+    }
+
+    /// The connection counters of one listener (`public` or `metrics`).
+    pub fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.connections.with_label_values(&[listener]),
+            refused: self.refused.with_label_values(&[listener]),
         }
     }
 
@@ -104,6 +135,13 @@ impl Metrics {
         let _ = TextEncoder::new().encode(&self.registry.gather(), &mut out);
         String::from_utf8(out).unwrap_or_default()
     }
+}
+
+/// What a listener's accept loop counts.
+#[derive(Clone)]
+pub struct ConnectionMetrics {
+    pub open: IntGauge,
+    pub refused: IntCounter,
 }
 
 impl Default for Metrics {

@@ -1,6 +1,7 @@
 //! Spawning the API in-process on port 0 against a fresh database, and the fixture every
 //! conformance test starts from (written by the project, so it needs no outside data).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -129,6 +130,19 @@ impl TestApp {
             pg_db,
             _dir: dir,
         }
+    }
+
+    /// The public listener's address, for raw TCP clients.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the base URL is an address")
+    }
+
+    /// The running server, to stop it by hand (`teardown` then only drops the database).
+    pub fn take_server(&mut self) -> RunningApi {
+        self.running.take().expect("the server is running")
     }
 
     pub fn url(&self, path: &str) -> String {
