@@ -7,6 +7,7 @@ mod config;
 mod conformance;
 mod connections;
 mod faults;
+mod fuzz;
 mod helpers;
 mod import;
 mod metrics_labels;
