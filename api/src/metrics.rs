@@ -104,7 +104,7 @@ impl Metrics {
     }
 
     /// The connection counters of one listener (`public` or `metrics`).
-    pub fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
+    pub(crate) fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
         ConnectionMetrics {
             open: self.connections.with_label_values(&[listener]),
             refused: self.refused.with_label_values(&[listener]),
@@ -139,9 +139,9 @@ impl Metrics {
 
 /// What a listener's accept loop counts.
 #[derive(Clone)]
-pub struct ConnectionMetrics {
-    pub open: IntGauge,
-    pub refused: IntCounter,
+pub(crate) struct ConnectionMetrics {
+    pub(crate) open: IntGauge,
+    pub(crate) refused: IntCounter,
 }
 
 impl Default for Metrics {

@@ -6,7 +6,7 @@ pub mod date;
 pub mod mean;
 mod review;
 mod sort;
-pub mod text;
+pub(crate) mod text;
 
 pub use review::{NewReview, ProductId, Rating};
 pub(crate) use review::{POSITIVE_INTEGER, positive_id_json, positive_id_text};

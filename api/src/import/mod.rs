@@ -25,7 +25,7 @@
 //!   even when empty.
 //! - **Success is all rows.** Rejected rows fail the import (exit code 3) unless
 //!   `--max-rejects` allows them, and a file that has rows but loaded none fails it whatever the
-//!   limit; on PostgreSQL either leaves the database untouched. See [`outcome`] for the exit
+//!   limit; on PostgreSQL either leaves the database untouched. See `outcome.rs` for the exit
 //!   codes.
 //! - **`--verify`** compares what was loaded with what the database holds. On PostgreSQL it
 //!   reads the staging tables inside the import's transaction, before the swap, so writes the
@@ -36,7 +36,7 @@
 //!   (limit: 512 MiB).
 
 pub mod csv;
-pub mod outcome;
+mod outcome;
 pub mod parents;
 pub mod postgres;
 pub mod progress;

@@ -1,10 +1,10 @@
 //! Starting and stopping an API process: bind both listeners, serve until told to stop, then
 //! let in-flight requests finish within the grace period. Each listener runs the accept loop
-//! of [`listener`]: HTTP/1.1 with a header-read deadline, a keep-alive idle timeout and a cap
+//! of `listener.rs`: HTTP/1.1 with a header-read deadline, a keep-alive idle timeout and a cap
 //! on open connections (`server.*` in the config).
 
 mod deadlines;
-pub mod listener;
+mod listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
