@@ -15,6 +15,10 @@ use serde::{Deserialize, Serialize};
 
 use crate::store::DbLimits;
 
+/// The most connections `server.max_connections` may allow (each costs a file descriptor and a
+/// task; far more than one process serves well).
+const MAX_CONNECTIONS_LIMIT: u32 = 1_000_000;
+
 /// Prefix of environment overrides: `REVIEWS_API__SERVER__LISTEN=0.0.0.0:3000`.
 pub const ENV_PREFIX: &str = "REVIEWS_API";
 
@@ -40,6 +44,16 @@ pub struct ServerConfig {
     pub metrics_listen: SocketAddr,
     /// How long in-flight requests may run after SIGTERM before the process exits.
     pub shutdown_grace: HumanDuration,
+    /// A request head (request line and headers) must arrive whole within this time of its
+    /// first byte (of the connection's start, for the first request), or the connection is
+    /// closed: a client trickling a header cannot hold a connection.
+    pub header_read_timeout: HumanDuration,
+    /// How long a connection may stay idle between requests before it is closed. Longer than
+    /// the edge's upstream pool timeout (60 s), so the edge closes idle connections first and
+    /// never sends a request on one the API is closing.
+    pub keepalive_timeout: HumanDuration,
+    /// Open connections per listener; a connection beyond it is answered 503 and closed.
+    pub max_connections: u32,
 }
 
 impl Default for ServerConfig {
@@ -48,6 +62,9 @@ impl Default for ServerConfig {
             listen: SocketAddr::from(([127, 0, 0, 1], 3000)),
             metrics_listen: SocketAddr::from(([127, 0, 0, 1], 9300)),
             shutdown_grace: Duration::from_secs(10).into(),
+            header_read_timeout: Duration::from_secs(10).into(),
+            keepalive_timeout: Duration::from_secs(75).into(),
+            max_connections: 4096,
         }
     }
 }
@@ -190,6 +207,24 @@ impl ApiConfig {
     pub fn validate(&self) -> Result<(), ConfigCheckError> {
         let invalid =
             |key, value: String, reason| Err(ConfigCheckError::Invalid { key, value, reason });
+        for (key, value) in [
+            (
+                "server.header_read_timeout",
+                self.server.header_read_timeout,
+            ),
+            ("server.keepalive_timeout", self.server.keepalive_timeout),
+        ] {
+            if value.get().is_zero() {
+                return invalid(key, value.to_string(), "must be more than 0");
+            }
+        }
+        if !(1..=MAX_CONNECTIONS_LIMIT).contains(&self.server.max_connections) {
+            return invalid(
+                "server.max_connections",
+                self.server.max_connections.to_string(),
+                "must be from 1 to 1000000",
+            );
+        }
         if self.database.max_connections == 0 {
             return invalid("database.max_connections", "0".into(), "must be at least 1");
         }

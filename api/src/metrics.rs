@@ -1,6 +1,15 @@
 //! Prometheus metrics of an API process, served on the internal listener: requests by route
-//! template (never the raw URL, so product ids cannot blow up the series count), method and
-//! status; latency; and database pool occupancy read at scrape time.
+//! template, method and status; latency; and database pool occupancy read at scrape time.
+//!
+//! Every label comes from a closed set, so no client can grow the number of series (each one
+//! costs memory for the life of the process and a line on every scrape; 20,000 made-up methods
+//! once blew up both):
+//! - `route`: the matched route template (`/reviews/{review_id}/helpful`, never the raw URL),
+//!   or `unmatched`;
+//! - `method`: one of the standard methods, or `other` (methods are case-sensitive tokens a
+//!   client may invent, `get` and `FOO` included);
+//! - `status`: the code when it is one the API answers with, else its class (`5xx`).
+//! - `pool`, `state`: fixed names.
 
 use std::sync::{Arc, OnceLock};
 use std::time::Instant;
@@ -9,7 +18,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
 };
 
 use crate::store::ReviewStore;
@@ -24,6 +34,8 @@ pub struct Metrics {
     requests: IntCounterVec,
     duration: HistogramVec,
     pool: IntGaugeVec,
+    connections: IntGaugeVec,
+    refused: IntCounterVec,
     store: OnceLock<Arc<dyn ReviewStore>>,
 }
 
@@ -55,10 +67,28 @@ impl Metrics {
             &["pool", "state"],
         )
         .expect("static metric definition");
+        let connections = IntGaugeVec::new(
+            Opts::new(
+                "reviews_api_connections_open",
+                "Open HTTP connections by listener (public, metrics); capped by server.max_connections.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
+        let refused = IntCounterVec::new(
+            Opts::new(
+                "reviews_api_connections_refused_total",
+                "Connections answered 503 and closed because server.max_connections were open.",
+            ),
+            &["listener"],
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(requests.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(duration.clone()),
             Box::new(pool.clone()),
+            Box::new(connections.clone()),
+            Box::new(refused.clone()),
         ] {
             registry.register(c).expect("metric names are unique");
         }
@@ -67,7 +97,17 @@ impl Metrics {
             requests,
             duration,
             pool,
+            connections,
+            refused,
             store: OnceLock::new(),
+        }
+    }
+
+    /// The connection counters of one listener (`public` or `metrics`).
+    pub(crate) fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
+        ConnectionMetrics {
+            open: self.connections.with_label_values(&[listener]),
+            refused: self.refused.with_label_values(&[listener]),
         }
     }
 
@@ -97,6 +137,13 @@ impl Metrics {
     }
 }
 
+/// What a listener's accept loop counts.
+#[derive(Clone)]
+pub(crate) struct ConnectionMetrics {
+    pub(crate) open: IntGauge,
+    pub(crate) refused: IntCounter,
+}
+
 impl Default for Metrics {
     fn default() -> Self {
         Self::new()
@@ -111,18 +158,67 @@ pub async fn track(State(metrics): State<Arc<Metrics>>, req: Request, next: Next
         .get::<MatchedPath>()
         .map(|p| p.as_str().to_owned())
         .unwrap_or_else(|| "unmatched".to_owned());
-    let method = req.method().clone();
+    let method = method_label(req.method());
     let res = next.run(req).await;
     let elapsed = start.elapsed().as_secs_f64();
     metrics
         .requests
-        .with_label_values(&[route.as_str(), method.as_str(), res.status().as_str()])
+        .with_label_values(&[route.as_str(), method, status_label(res.status())])
         .inc();
     metrics
         .duration
-        .with_label_values(&[route.as_str(), method.as_str()])
+        .with_label_values(&[route.as_str(), method])
         .observe(elapsed);
     res
+}
+
+/// The method as a label: the standard ones by name, anything else `other`.
+fn method_label(method: &http::Method) -> &'static str {
+    use http::Method as M;
+    match *method {
+        M::GET => "GET",
+        M::HEAD => "HEAD",
+        M::POST => "POST",
+        M::PUT => "PUT",
+        M::DELETE => "DELETE",
+        M::PATCH => "PATCH",
+        M::OPTIONS => "OPTIONS",
+        M::CONNECT => "CONNECT",
+        M::TRACE => "TRACE",
+        _ => "other",
+    }
+}
+
+/// The codes the API answers with itself, labelled by number.
+const ANSWERED: [(u16, &str); 12] = [
+    (200, "200"),
+    (201, "201"),
+    (204, "204"),
+    (400, "400"),
+    (404, "404"),
+    (405, "405"),
+    (408, "408"),
+    (413, "413"),
+    (415, "415"),
+    (422, "422"),
+    (500, "500"),
+    (503, "503"),
+];
+
+/// The status as a label: the codes the API answers with by number, any other by class.
+fn status_label(status: http::StatusCode) -> &'static str {
+    let code = status.as_u16();
+    if let Some((_, label)) = ANSWERED.iter().find(|(c, _)| *c == code) {
+        return label;
+    }
+    match code / 100 {
+        1 => "1xx",
+        2 => "2xx",
+        3 => "3xx",
+        4 => "4xx",
+        5 => "5xx",
+        _ => "other",
+    }
 }
 
 /// The internal listener's router: `/metrics` only.
@@ -139,4 +235,34 @@ pub fn router(metrics: Arc<Metrics>) -> axum::Router {
             }
         }),
     )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn made_up_and_lower_case_methods_are_other() {
+        for m in ["get", "FOO", "PROPFIND", "X-\u{7f}"] {
+            if let Ok(m) = http::Method::from_bytes(m.as_bytes()) {
+                assert_eq!(method_label(&m), "other", "{m}");
+            }
+        }
+        assert_eq!(method_label(&http::Method::PUT), "PUT");
+    }
+
+    #[test]
+    fn statuses_are_a_closed_set() {
+        let labels: std::collections::HashSet<&str> = (100..=999)
+            .filter_map(|c| http::StatusCode::from_u16(c).ok())
+            .map(status_label)
+            .collect();
+        assert!(labels.len() <= 18, "{labels:?}");
+        assert_eq!(status_label(http::StatusCode::IM_A_TEAPOT), "4xx");
+        assert_eq!(status_label(http::StatusCode::BAD_GATEWAY), "5xx");
+        assert_eq!(
+            status_label(http::StatusCode::from_u16(999).unwrap()),
+            "other"
+        );
+    }
 }

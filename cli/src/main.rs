@@ -52,9 +52,8 @@ fn main() -> ExitCode {
     }
     let result = match cli.command {
         Command::Api(args) => reviews_api::main(args),
-        Command::Import(args) => {
-            block_on(reviews_api::import::run_cli(args)).map(|_| ExitCode::SUCCESS)
-        }
+        // The importer's own exit codes (rows rejected, verify failed) are in `import --help`.
+        Command::Import(args) => block_on(reviews_api::import::run_cli(args)),
         Command::Generate(args) => reviews_api::generate::run_cli(args).map(|()| ExitCode::SUCCESS),
         Command::Proxy(args) => reviews_proxy::run(args).map(|()| ExitCode::SUCCESS),
         Command::Up(args) => up::main(args),

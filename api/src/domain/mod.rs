@@ -6,9 +6,10 @@ pub mod date;
 pub mod mean;
 mod review;
 mod sort;
+pub(crate) mod text;
 
 pub use review::{NewReview, ProductId, Rating};
-pub(crate) use review::{positive_id_json, positive_id_text};
+pub(crate) use review::{POSITIVE_INTEGER, positive_id_json, positive_id_text};
 pub use sort::Sort;
 
 /// One broken rule of a request: which field and why. Becomes an entry of the 422 body's

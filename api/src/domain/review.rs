@@ -3,6 +3,7 @@
 use serde_json::{Map, Value};
 
 use super::FieldError;
+use super::text::{check_free_text, check_url_text};
 
 /// A product id: an integer ≥ 1 that fits the database's BIGINT.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -194,10 +195,10 @@ fn text(
     let s = required(obj, key)?.as_str().ok_or(rule)?;
     let n = s.chars().count();
     if n < min || n > max {
-        Err(rule)
-    } else {
-        Ok(s.to_owned())
+        return Err(rule);
     }
+    check_free_text(s)?;
+    Ok(s.to_owned())
 }
 
 /// A deliberately plain check (one `@`, a dotted domain, no spaces): the address is only
@@ -229,20 +230,28 @@ fn parse_photos(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Vec<String> 
     }
     let mut out = Vec::with_capacity(items.len());
     for (i, item) in items.iter().enumerate() {
-        let ok = item.as_str().filter(|s| {
-            s.chars().count() <= MAX_URL_CHARS
-                && url::Url::parse(s)
-                    .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.has_host())
-        });
-        match ok {
-            Some(s) => out.push(s.to_owned()),
-            None => errors.push(FieldError::new(
-                format!("photos[{i}]"),
-                "must be an http(s) URL of at most 2048 characters",
-            )),
+        match photo_url(item) {
+            Ok(s) => out.push(s.to_owned()),
+            Err(m) => errors.push(FieldError::new(format!("photos[{i}]"), m)),
         }
     }
     out
+}
+
+fn photo_url(item: &Value) -> Result<&str, &'static str> {
+    const RULE: &str = "must be an http(s) URL of at most 2048 characters";
+    let s = item.as_str().ok_or(RULE)?;
+    if s.chars().count() > MAX_URL_CHARS {
+        return Err(RULE);
+    }
+    // Before parsing: the parser drops tabs and newlines, so it would accept a URL holding them.
+    check_url_text(s)?;
+    let parsed = url::Url::parse(s).map_err(|_| RULE)?;
+    if matches!(parsed.scheme(), "http" | "https") && parsed.has_host() {
+        Ok(s)
+    } else {
+        Err(RULE)
+    }
 }
 
 fn parse_characteristics(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Vec<(i64, u8)> {
@@ -270,6 +279,20 @@ fn parse_characteristics(v: Option<&Value>, errors: &mut Vec<FieldError>) -> Vec
         }
     }
     out.sort_unstable();
+    // Keys are ids compared as numbers: `"16722"` and `"016722"` are one characteristic, and
+    // rating it twice in one review would count the review twice in its mean.
+    let mut repeated: Vec<i64> = out
+        .windows(2)
+        .filter(|w| w[0].0 == w[1].0)
+        .map(|w| w[0].0)
+        .collect();
+    repeated.dedup();
+    for id in repeated {
+        errors.push(FieldError::new(
+            "characteristics",
+            format!("characteristic {id} is given more than once"),
+        ));
+    }
     out
 }
 
@@ -367,6 +390,43 @@ mod tests {
         let mut v = valid();
         v["characteristics"] = json!({"abc": 3, "4": 6});
         assert_eq!(fields(v), ["characteristics.4", "characteristics.abc"]);
+    }
+
+    #[test]
+    fn characteristic_ids_are_numbers_so_leading_zeros_name_the_same_one() {
+        let mut v = valid();
+        v["characteristics"] = json!({"016722": 4});
+        assert_eq!(
+            NewReview::try_from(&v).unwrap().characteristics,
+            vec![(16722, 4)]
+        );
+        v["characteristics"] = json!({"16722": 5, "016722": 1, "0016722": 2, "5": 3});
+        let errors = NewReview::try_from(&v).unwrap_err();
+        assert_eq!(
+            errors,
+            vec![FieldError::new(
+                "characteristics",
+                "characteristic 16722 is given more than once"
+            )]
+        );
+    }
+
+    #[test]
+    fn control_characters_are_refused_in_every_text_field() {
+        for field in ["summary", "body", "name", "email"] {
+            let mut v = valid();
+            let text = v[field].as_str().unwrap().to_owned();
+            v[field] = json!(format!("{text}\u{0}"));
+            assert_eq!(fields(v), [field], "{field}");
+        }
+        let mut v = valid();
+        v["body"] = json!(format!("{}\r\n\tindented", "x".repeat(50)));
+        assert!(NewReview::try_from(&v).is_ok(), "tab and newlines are text");
+        v["summary"] = json!("bell\u{7}");
+        assert_eq!(fields(v), ["summary"]);
+        let mut v = valid();
+        v["photos"] = json!(["https://a.example/x\u{0}", "https://a.example/\ny"]);
+        assert_eq!(fields(v), ["photos[0]", "photos[1]"]);
     }
 
     #[test]

@@ -13,6 +13,9 @@ use crate::store::StoreError;
 pub enum ApiError {
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
+    /// A request that is broken below the level of its fields (an unreadable body).
+    #[error("{0}")]
+    BadRequest(String),
     #[error("{0}")]
     NotFound(String),
     #[error("method not allowed")]
@@ -35,6 +38,7 @@ impl ApiError {
     pub fn status_code(&self) -> StatusCode {
         match self {
             ApiError::Invalid(_) => StatusCode::UNPROCESSABLE_ENTITY,
+            ApiError::BadRequest(_) => StatusCode::BAD_REQUEST,
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
             ApiError::MethodNotAllowed => StatusCode::METHOD_NOT_ALLOWED,
             ApiError::UnsupportedMediaType => StatusCode::UNSUPPORTED_MEDIA_TYPE,
@@ -55,7 +59,7 @@ impl ApiError {
                 }
                 format!("invalid {} provided", fields.join(", "))
             }
-            ApiError::NotFound(what) => what.clone(),
+            ApiError::NotFound(what) | ApiError::BadRequest(what) => what.clone(),
             ApiError::MethodNotAllowed => "this method is not allowed on this route".into(),
             ApiError::UnsupportedMediaType => "the request body must be application/json".into(),
             ApiError::PayloadTooLarge => "the request body must be at most 64 KiB".into(),

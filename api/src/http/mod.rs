@@ -2,6 +2,7 @@
 //! parameters, bodies, caching headers and errors.
 
 mod error;
+mod json;
 mod legacy;
 mod openapi;
 mod params;
@@ -162,7 +163,7 @@ fn write_response(
 }
 
 /// Reads a JSON request body: 415 unless it is declared JSON, 413 past 64 KiB, 422 naming
-/// `json` when it does not parse.
+/// `json` when it does not parse or the field holding a repeated key (see [`json`]).
 async fn read_json(
     headers: &HeaderMap,
     body: axum::body::Body,
@@ -181,12 +182,21 @@ async fn read_json(
         return Err(ApiError::UnsupportedMediaType);
     }
     let bytes = read_body(body).await?;
-    serde_json::from_slice(&bytes)
-        .map_err(|e| ApiError::field("json", format!("malformed JSON: {e}")))
+    json::parse(&bytes).map_err(|e| ApiError::Invalid(vec![e]))
 }
 
+/// The whole body: 413 past 64 KiB; 400 when it cannot be read (a broken chunked encoding, a
+/// connection closed mid-body), which is the client's fault but names no field.
 async fn read_body(body: axum::body::Body) -> Result<Bytes, ApiError> {
     axum::body::to_bytes(body, MAX_BODY_BYTES)
         .await
-        .map_err(|_| ApiError::PayloadTooLarge)
+        .map_err(|e| {
+            let e = e.into_inner();
+            if e.is::<http_body_util::LengthLimitError>() {
+                ApiError::PayloadTooLarge
+            } else {
+                tracing::debug!(error = %e, "unreadable request body");
+                ApiError::BadRequest("the request body could not be read".into())
+            }
+        })
 }

@@ -1,6 +1,7 @@
 //! The contract's routes: list, meta, create, helpful, report.
 
 use axum::body::Body;
+use axum::extract::rejection::PathRejection;
 use axum::extract::{Path, RawQuery, State};
 use axum::response::Response;
 use http::{HeaderMap, StatusCode};
@@ -82,21 +83,25 @@ pub async fn create(
 /// `PUT /reviews/{review_id}/helpful`: 204.
 pub async fn helpful(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    mark_helpful(&state, review_id_text(&id)?).await
+    mark_helpful(&state, review_id_path(id)?).await
 }
 
 /// `PUT /reviews/{review_id}/report`: 204.
 pub async fn report(
     State(state): State<AppState>,
-    Path(id): Path<String>,
+    id: Result<Path<String>, PathRejection>,
 ) -> Result<Response, ApiError> {
-    mark_reported(&state, review_id_text(&id)?).await
+    mark_reported(&state, review_id_path(id)?).await
 }
 
-fn review_id_text(s: &str) -> Result<i64, ApiError> {
-    crate::domain::positive_id_text(s).map_err(|m| ApiError::field("review_id", m))
+/// The path's review id. A segment that does not even decode (`%FF`) is refused like any other
+/// bad id, as a 422 problem naming `review_id` rather than axum's plain-text 400.
+fn review_id_path(id: Result<Path<String>, PathRejection>) -> Result<i64, ApiError> {
+    let invalid = |m| ApiError::field("review_id", m);
+    let Path(id) = id.map_err(|_| invalid(crate::domain::POSITIVE_INTEGER))?;
+    crate::domain::positive_id_text(&id).map_err(invalid)
 }
 
 pub(super) fn review_id_json(v: &serde_json::Value) -> Result<i64, ApiError> {

@@ -23,12 +23,20 @@
 //! - **Rejects** go to `--rejects` (default `rejects.csv` in the current directory, because the
 //!   data folder may be read-only), as CSV `file,line,class,reason,raw`; the file is written
 //!   even when empty.
+//! - **Success is all rows.** Rejected rows fail the import (exit code 3) unless
+//!   `--max-rejects` allows them, and a file that has rows but loaded none fails it whatever the
+//!   limit; on PostgreSQL either leaves the database untouched. See `outcome.rs` for the exit
+//!   codes.
+//! - **`--verify`** compares what was loaded with what the database holds. On PostgreSQL it
+//!   reads the staging tables inside the import's transaction, before the swap, so writes the
+//!   API makes once the import commits cannot show as a mismatch, and a mismatch changes nothing.
 //! - **Memory**: the parent-id maps take about 50 MiB on a full-size set (see [`parents`]);
 //!   batches in flight, the reader's buffer and SQLite's 64 MiB cache bound the rest. Measured
 //!   peak RSS for 31.3M generated rows (release build): 203 MiB on SQLite, 62 MiB on PostgreSQL
 //!   (limit: 512 MiB).
 
 pub mod csv;
+mod outcome;
 pub mod parents;
 pub mod postgres;
 pub mod progress;
@@ -39,8 +47,9 @@ pub mod verify;
 
 use std::fmt;
 use std::fs::File;
-use std::io::IsTerminal;
+use std::io::{self, IsTerminal};
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -52,8 +61,9 @@ use self::postgres::{CopyRow, PgTarget};
 use self::progress::{Progress, group};
 use self::rows::{CharacteristicReviewRow, CharacteristicRow, CsvRow, PhotoRow, ReviewRow};
 use self::sqlite::{SqliteRow, SqliteTarget};
-use self::verify::{AggregateTotals, Checksums, VerifyReport};
+use self::verify::{Checksums, VerifyReport};
 
+pub use self::outcome::{ImportFailure, RejectLimit};
 pub use self::rejects::{Reject, RejectClass, RejectEntry, read_rejects};
 
 /// The four input files, in load order.
@@ -78,8 +88,21 @@ const BATCH_ROWS: usize = 4096;
 /// Batches in flight between parser and writer.
 const BATCHES_IN_FLIGHT: usize = 4;
 
+/// The exit codes, for `reviews import --help` (see [`outcome`]).
+const EXIT_CODES: &str = "\
+Exit codes:
+  0  every row loaded, or the rejected rows are within --max-rejects
+  1  the import failed (missing or unreadable input, wrong header, database error),
+     or a file that has rows had none of them loaded
+  2  bad command line
+  3  more rows rejected than --max-rejects allows
+  4  --verify found the database does not hold what was loaded
+On PostgreSQL, codes 1, 3 and 4 leave the database as it was. SQLite commits as it goes:
+the accepted rows stay loaded and the next import needs --replace.";
+
 /// `reviews import`: load the Atelier CSV files into the database.
 #[derive(Clone, Debug, clap::Args)]
+#[command(after_help = EXIT_CODES)]
 pub struct ImportArgs {
     /// Database to fill: `postgres://…` or `postgresql://…` for PostgreSQL; `sqlite://path`,
     /// `sqlite:path` or a bare file path for SQLite (created if missing).
@@ -101,10 +124,15 @@ pub struct ImportArgs {
     /// refused, so a repeated import can never duplicate rows.
     #[arg(long)]
     pub replace: bool,
-    /// Afterwards read every table back and compare checksums with what was loaded; exit
-    /// non-zero on a mismatch.
+    /// Read every table back and compare checksums with what was loaded; exit 4 on a mismatch.
+    /// PostgreSQL verifies the imported tables before they replace the live ones, so a
+    /// mismatch changes nothing there.
     #[arg(long)]
     pub verify: bool,
+    /// How many rejected rows still count as success: a row count (100), a percentage of the
+    /// rows read (0.5%) or a fraction (0.005). Beyond it the import fails with exit code 3.
+    #[arg(long, default_value = "0", value_name = "N|P%")]
+    pub max_rejects: RejectLimit,
     /// No progress line (it is shown only when stderr is a terminal anyway).
     #[arg(long, short)]
     pub quiet: bool,
@@ -118,13 +146,15 @@ pub struct ImportOptions {
     pub rejects: PathBuf,
     pub replace: bool,
     pub verify: bool,
+    /// Rejected rows still counted as success.
+    pub max_rejects: RejectLimit,
     /// Draw a progress line on stderr.
     pub progress: bool,
 }
 
 impl ImportOptions {
     /// Options with the CLI's defaults: rejects to `rejects.csv`, no replace, no verify, no
-    /// progress.
+    /// rejected row allowed, no progress.
     pub fn new(database_url: impl Into<String>, dir: impl Into<PathBuf>) -> Self {
         ImportOptions {
             database_url: database_url.into(),
@@ -132,6 +162,7 @@ impl ImportOptions {
             rejects: PathBuf::from("rejects.csv"),
             replace: false,
             verify: false,
+            max_rejects: RejectLimit::default(),
             progress: false,
         }
     }
@@ -145,6 +176,7 @@ impl From<ImportArgs> for ImportOptions {
             rejects: args.rejects,
             replace: args.replace,
             verify: args.verify,
+            max_rejects: args.max_rejects,
             progress: !args.quiet && std::io::stderr().is_terminal(),
         }
     }
@@ -239,32 +271,31 @@ impl fmt::Display for ImportSummary {
     }
 }
 
-/// `reviews import`: runs the import, prints the summary, and fails when `--verify` found a
-/// mismatch (so the process exits non-zero).
-pub async fn run_cli(args: ImportArgs) -> anyhow::Result<ImportSummary> {
-    let summary = import(&ImportOptions::from(args)).await?;
-    println!("{summary}");
-    if let Some(v) = &summary.verify
-        && !v.is_ok()
-    {
-        bail!("verify failed: the database does not hold exactly what was loaded");
+/// `reviews import`: runs the import and prints the summary; an import that ran but did not
+/// succeed (rejects, nothing loaded, a failed verify) prints it too and exits with its code.
+pub async fn run_cli(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    match import(&ImportOptions::from(args)).await {
+        Ok(summary) => {
+            println!("{summary}");
+            Ok(ExitCode::SUCCESS)
+        }
+        Err(e) => match e.downcast::<ImportFailure>() {
+            Ok(failure) => {
+                println!("{}", failure.summary());
+                eprintln!("error: {failure}");
+                Ok(failure.exit())
+            }
+            Err(e) => Err(e),
+        },
     }
-    Ok(summary)
 }
 
-/// Imports the four files of `opts.dir` into `opts.database_url`. See the module docs.
+/// Imports the four files of `opts.dir` into `opts.database_url`. See the module docs. An
+/// import that ran to the end but did not succeed is an [`ImportFailure`] (downcast the error),
+/// which carries its summary.
 pub async fn import(opts: &ImportOptions) -> anyhow::Result<ImportSummary> {
     let started = Instant::now();
-    for file in FILES {
-        let path = opts.dir.join(file);
-        if !path.is_file() {
-            bail!(
-                "{} not found (the data folder must hold {})",
-                path.display(),
-                FILES.join(", ")
-            );
-        }
-    }
+    check_input_dir(&opts.dir)?;
     // Headers first, so a wrong file fails the import before the database is touched.
     check_header::<ReviewRow>(&opts.dir)?;
     check_header::<CharacteristicRow>(&opts.dir)?;
@@ -292,27 +323,7 @@ pub async fn import(opts: &ImportOptions) -> anyhow::Result<ImportSummary> {
     st.rejects
         .finish()
         .with_context(|| format!("writing {}", opts.rejects.display()))?;
-
-    st.progress
-        .phase("building aggregates, indexes and statistics");
-    let finish_started = Instant::now();
-    target.finish().await?;
-    let finish_time = finish_started.elapsed();
-    tracing::info!(
-        elapsed_ms = started.elapsed().as_millis() as u64,
-        "import committed"
-    );
-
-    let verify = match st.checksums {
-        Some(loaded) => {
-            st.progress.phase("verifying");
-            let (stored, totals) = target.checksums().await?;
-            Some(VerifyReport::compare(&loaded, &stored, &totals))
-        }
-        None => None,
-    };
-    target.close().await?;
-    Ok(ImportSummary {
+    let summary = |files, finish_time, verify| ImportSummary {
         backend: target_name(&opts.database_url),
         files,
         rejects: opts.rejects.clone(),
@@ -321,7 +332,84 @@ pub async fn import(opts: &ImportOptions) -> anyhow::Result<ImportSummary> {
         total_time: started.elapsed(),
         parent_map_bytes,
         verify,
-    })
+    };
+
+    // Judged before anything is committed: on PostgreSQL a refused import changes nothing.
+    if let Err(refusal) = outcome::judge(&files, opts.max_rejects) {
+        let finish_started = Instant::now();
+        target.abandon().await?;
+        let summary = summary(files, finish_started.elapsed(), None);
+        return Err(refusal.into_failure(opts.max_rejects, summary).into());
+    }
+
+    st.progress
+        .phase("building aggregates, indexes and statistics");
+    let finish_started = Instant::now();
+    let verify = target.finish(st.checksums.as_ref(), &st.progress).await?;
+    let finish_time = finish_started.elapsed();
+    target.close().await?;
+    let summary = summary(files, finish_time, verify);
+    if summary.verify.as_ref().is_some_and(|v| !v.is_ok()) {
+        return Err(ImportFailure::VerifyFailed {
+            summary: Box::new(summary),
+        }
+        .into());
+    }
+    tracing::info!(
+        elapsed_ms = started.elapsed().as_millis() as u64,
+        "import committed"
+    );
+    Ok(summary)
+}
+
+/// The data folder and its four files must exist and be readable. An unreadable one is said to
+/// be so: `Path::is_file` answers false for both, and "not found" sent operators looking for a
+/// file that was there.
+fn check_input_dir(dir: &Path) -> anyhow::Result<()> {
+    match std::fs::metadata(dir) {
+        Ok(m) if m.is_dir() => {}
+        Ok(_) => bail!("{} is not a folder", dir.display()),
+        Err(e) => bail!("{}", describe_input_error(dir, &e)),
+    }
+    for file in FILES {
+        let path = dir.join(file);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => bail!("{} is not a file", path.display()),
+            Err(e) => bail!("{}", describe_input_error(&path, &e)),
+        }
+    }
+    Ok(())
+}
+
+/// What went wrong reaching an input path, in words that send the operator the right way.
+fn describe_input_error(path: &Path, e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::NotFound => format!(
+            "{} not found (the data folder must hold {})",
+            path.display(),
+            FILES.join(", ")
+        ),
+        io::ErrorKind::PermissionDenied => format!(
+            "{}: permission denied (this process, uid {}, may not read it or search its folder)",
+            path.display(),
+            current_uid()
+        ),
+        _ => format!("{}: {e}", path.display()),
+    }
+}
+
+/// The effective user id, for the permission message (read from /proc, so no libc call).
+fn current_uid() -> String {
+    std::fs::read_to_string("/proc/self/status")
+        .ok()
+        .and_then(|status| {
+            status
+                .lines()
+                .find_map(|l| l.strip_prefix("Uid:"))
+                .and_then(|ids| ids.split_whitespace().nth(1).map(str::to_owned))
+        })
+        .unwrap_or_else(|| "?".into())
 }
 
 /// Which backend a URL means: `postgres://` / `postgresql://` → PostgreSQL; `sqlite:` or a
@@ -383,17 +471,36 @@ impl Target {
         }
     }
 
-    async fn finish(&mut self) -> anyhow::Result<()> {
+    /// Aggregates, indexes and statistics; with `loaded` checksums, the verify. PostgreSQL
+    /// verifies its staging tables before the swap and does not commit on a mismatch.
+    async fn finish(
+        &mut self,
+        loaded: Option<&Checksums>,
+        progress: &Progress,
+    ) -> anyhow::Result<Option<VerifyReport>> {
         match self {
-            Target::Sqlite(t) => t.finish().await,
-            Target::Postgres(t) => t.finish().await,
+            Target::Sqlite(t) => {
+                t.finish().await?;
+                let Some(loaded) = loaded else {
+                    return Ok(None);
+                };
+                progress.phase("verifying");
+                let (stored, totals) = t.checksums().await?;
+                Ok(Some(VerifyReport::compare(loaded, &stored, &totals)))
+            }
+            Target::Postgres(t) => t.finish(loaded, progress).await,
         }
     }
 
-    async fn checksums(&mut self) -> anyhow::Result<(Checksums, AggregateTotals)> {
+    /// Ends an import that is not to be kept: PostgreSQL rolls it back; SQLite, which committed
+    /// the rows as it went, builds the aggregates and indexes so the database stays consistent.
+    async fn abandon(self) -> anyhow::Result<()> {
         match self {
-            Target::Sqlite(t) => t.checksums().await,
-            Target::Postgres(t) => t.checksums().await,
+            Target::Sqlite(mut t) => {
+                t.finish().await?;
+                t.close().await
+            }
+            Target::Postgres(t) => t.close().await,
         }
     }
 
@@ -559,6 +666,19 @@ mod tests {
         assert!(!is_postgres("sqlite:reviews.db").unwrap());
         assert!(!is_postgres("/tmp/reviews.db").unwrap());
         assert!(is_postgres("mysql://h/db").is_err());
+    }
+
+    #[test]
+    fn an_unreadable_input_says_permission_denied_not_not_found() {
+        let path = Path::new("/data/reviews.csv");
+        let denied = describe_input_error(path, &io::Error::from(io::ErrorKind::PermissionDenied));
+        assert!(denied.contains("permission denied"), "{denied}");
+        assert!(!denied.contains("not found"), "{denied}");
+        let missing = describe_input_error(path, &io::Error::from(io::ErrorKind::NotFound));
+        assert!(
+            missing.starts_with("/data/reviews.csv not found"),
+            "{missing}"
+        );
     }
 
     #[test]

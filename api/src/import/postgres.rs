@@ -17,7 +17,8 @@
 //!   `rating_sum/count` joined in from the ratings, so no `UPDATE` leaves a dead version of every
 //!   row; `product_meta` is counted from the reviews); the primary keys and secondary indexes,
 //!   built on the loaded tables under temporary names; the identity sequences set after the
-//!   highest imported id. Then the swap: `ACCESS EXCLUSIVE` on the live tables (taken in short
+//!   highest imported id. With `--verify`, the staging tables are checksummed here, inside the
+//!   transaction (a mismatch ends the import without a swap: nothing changes). Then the swap: `ACCESS EXCLUSIVE` on the live tables (taken in short
 //!   tries, so readers never queue behind the import for long and a deadlock with a reader is
 //!   retried, not fatal), `DROP` them, and rename the staging tables, their indexes, constraints
 //!   and sequences to the original names. Commit, then `VACUUM` the two aggregate tables.
@@ -40,10 +41,11 @@ use sqlx::postgres::{PgConnectOptions, PgConnection, PgPool, PgPoolOptions, PgRo
 use sqlx::{AssertSqlSafe, Postgres, Row, Transaction};
 use tokio::sync::mpsc::Receiver;
 
+use super::progress::Progress;
 use super::rows::{
     CHARACTERISTIC_NAMES, CharacteristicReviewRow, CharacteristicRow, CsvRow, PhotoRow, ReviewRow,
 };
-use super::verify::{AGGREGATE_TOTALS_SQL, AggregateTotals, Checksums};
+use super::verify::{AggregateTotals, Checksums, VerifyReport, aggregate_totals_sql};
 use super::{IMPORTED_TABLES, quote_ident};
 use crate::store::POSTGRES_MIGRATOR;
 
@@ -269,18 +271,29 @@ impl PgTarget {
         Ok(rows)
     }
 
-    /// Statistics, aggregates, indexes and sequences on the staging tables; the swap; commit;
-    /// then `VACUUM` of the aggregate tables.
-    pub async fn finish(&mut self) -> anyhow::Result<()> {
+    /// Statistics, aggregates, indexes and sequences on the staging tables; with `loaded`
+    /// checksums the verify, of the staging tables inside the import's transaction; then the
+    /// swap, the commit, and `VACUUM` of the aggregate tables. A verify that finds a mismatch
+    /// returns its report without swapping: the transaction is rolled back when the target
+    /// closes, and the database stays as it was.
+    ///
+    /// Verifying after the commit instead would also count whatever the API wrote in the
+    /// meantime (writers wait on the import's lock and go ahead at the commit): a false
+    /// MISMATCH.
+    pub async fn finish(
+        &mut self,
+        loaded: Option<&Checksums>,
+        progress: &Progress,
+    ) -> anyhow::Result<Option<VerifyReport>> {
         let mut tx = self.tx.take().expect("prepare() opens the transaction");
         // The aggregate queries plan with these statistics; the swap commits them with the tables.
-        let loaded = [
+        let copied = [
             staging_name("reviews"),
             staging_name("reviews_photos"),
             CHARACTERISTIC_ROWS.to_owned(),
             staging_name("characteristic_reviews"),
         ];
-        analyze(&mut tx, &loaded).await?;
+        analyze(&mut tx, &copied).await?;
         sqlx::query(CHARACTERISTIC_AGGREGATES_SQL)
             .execute(&mut *tx)
             .await
@@ -331,6 +344,19 @@ impl PgTarget {
                 .await
                 .with_context(|| format!("restarting the id sequence of {}", seq.table))?;
         }
+        let report = match loaded {
+            Some(loaded) => {
+                progress.phase("verifying");
+                let (stored, totals) = staged_checksums(&mut tx).await?;
+                let report = VerifyReport::compare(loaded, &stored, &totals);
+                if !report.is_ok() {
+                    // Not swapped, not committed: dropping `tx` rolls the import back.
+                    return Ok(Some(report));
+                }
+                Some(report)
+            }
+            None => None,
+        };
         self.swap(&mut tx)
             .await
             .context("swapping the imported tables in")?;
@@ -340,7 +366,7 @@ impl PgTarget {
         sqlx::raw_sql("VACUUM characteristics, product_meta")
             .execute(&self.pool)
             .await?;
-        Ok(())
+        Ok(report)
     }
 
     /// Replaces the live tables by the staging tables, under the live names.
@@ -381,27 +407,6 @@ impl PgTarget {
             .execute(&mut *conn)
             .await?;
         Ok(())
-    }
-
-    pub async fn checksums(&mut self) -> anyhow::Result<(Checksums, AggregateTotals)> {
-        let mut sums = Checksums::default();
-        sum_table::<ReviewRow>(&self.pool, &mut sums).await?;
-        sum_table::<PhotoRow>(&self.pool, &mut sums).await?;
-        sum_table::<CharacteristicRow>(&self.pool, &mut sums).await?;
-        sum_table::<CharacteristicReviewRow>(&self.pool, &mut sums).await?;
-        let row = sqlx::query(AGGREGATE_TOTALS_SQL)
-            .fetch_one(&self.pool)
-            .await?;
-        let totals = AggregateTotals {
-            reviews: row.try_get(0)?,
-            meta_ratings: row.try_get(1)?,
-            meta_recommends: row.try_get(2)?,
-            ratings: row.try_get(3)?,
-            rating_value_sum: row.try_get(4)?,
-            characteristic_rating_count: row.try_get(5)?,
-            characteristic_rating_sum: row.try_get(6)?,
-        };
-        Ok((sums, totals))
     }
 
     pub async fn close(self) -> anyhow::Result<()> {
@@ -622,10 +627,42 @@ const PRODUCT_META_SQL: &str = "INSERT INTO import_product_meta \
     COUNT(*) FILTER (WHERE NOT recommend), COUNT(*) FILTER (WHERE recommend) \
     FROM import_reviews GROUP BY product_id ORDER BY product_id";
 
-async fn sum_table<T: CopyRow>(pool: &PgPool, sums: &mut Checksums) -> anyhow::Result<()> {
-    let sql = format!("SELECT {} FROM {}", T::COLUMNS.join(", "), T::TABLE);
+/// Checksums of the staging tables and the aggregate totals, read in the import's transaction.
+async fn staged_checksums(conn: &mut PgConnection) -> anyhow::Result<(Checksums, AggregateTotals)> {
+    let mut sums = Checksums::default();
+    sum_table::<ReviewRow>(conn, &mut sums).await?;
+    sum_table::<PhotoRow>(conn, &mut sums).await?;
+    sum_table::<CharacteristicRow>(conn, &mut sums).await?;
+    sum_table::<CharacteristicReviewRow>(conn, &mut sums).await?;
+    let sql = aggregate_totals_sql(|t| quote_ident(&staging_name(t)));
+    let row = sqlx::query(AssertSqlSafe(sql))
+        .fetch_one(&mut *conn)
+        .await
+        .context("reading the aggregate totals of the imported tables")?;
+    let totals = AggregateTotals {
+        reviews: row.try_get(0)?,
+        meta_ratings: row.try_get(1)?,
+        meta_recommends: row.try_get(2)?,
+        ratings: row.try_get(3)?,
+        rating_value_sum: row.try_get(4)?,
+        characteristic_rating_count: row.try_get(5)?,
+        characteristic_rating_sum: row.try_get(6)?,
+    };
+    Ok((sums, totals))
+}
+
+/// Checksums one staging table, streamed.
+async fn sum_table<T: CopyRow>(
+    conn: &mut PgConnection,
+    sums: &mut Checksums,
+) -> anyhow::Result<()> {
+    let sql = format!(
+        "SELECT {} FROM {}",
+        T::COLUMNS.join(", "),
+        quote_ident(&staging_name(T::TABLE))
+    );
     let sum = sums.table_mut(T::TABLE);
-    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(pool);
+    let mut rows = sqlx::query(AssertSqlSafe(sql)).fetch(&mut *conn);
     while let Some(row) = rows.try_next().await? {
         let row = T::from_db(&row)?;
         sum.add(row.id(), row.digest());

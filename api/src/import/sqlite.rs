@@ -25,7 +25,7 @@ use tokio::sync::mpsc::Receiver;
 use super::rows::{
     CHARACTERISTIC_NAMES, CharacteristicReviewRow, CharacteristicRow, CsvRow, PhotoRow, ReviewRow,
 };
-use super::verify::{AGGREGATE_TOTALS_SQL, AggregateTotals, Checksums};
+use super::verify::{AggregateTotals, Checksums, aggregate_totals_sql};
 use super::{IMPORTED_TABLES, quote_ident};
 use crate::store::SQLITE_MIGRATOR;
 
@@ -209,7 +209,7 @@ impl SqliteTarget {
         sum_table::<PhotoRow>(&mut self.conn, &mut sums).await?;
         sum_table::<CharacteristicRow>(&mut self.conn, &mut sums).await?;
         sum_table::<CharacteristicReviewRow>(&mut self.conn, &mut sums).await?;
-        let row = sqlx::query(AGGREGATE_TOTALS_SQL)
+        let row = sqlx::query(AssertSqlSafe(aggregate_totals_sql(quote_ident)))
             .fetch_one(&mut self.conn)
             .await?;
         let totals = AggregateTotals {

@@ -71,15 +71,24 @@ pub struct AggregateTotals {
 }
 
 /// The SQL reading [`AggregateTotals`], valid on both backends (`CAST` because PostgreSQL sums
-/// BIGINT into NUMERIC).
-pub const AGGREGATE_TOTALS_SQL: &str = "SELECT \
-    (SELECT COUNT(*) FROM reviews), \
-    (SELECT CAST(COALESCE(SUM(rating_1 + rating_2 + rating_3 + rating_4 + rating_5), 0) AS BIGINT) FROM product_meta), \
-    (SELECT CAST(COALESCE(SUM(recommend_false + recommend_true), 0) AS BIGINT) FROM product_meta), \
-    (SELECT COUNT(*) FROM characteristic_reviews), \
-    (SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM characteristic_reviews), \
-    (SELECT CAST(COALESCE(SUM(rating_count), 0) AS BIGINT) FROM characteristics), \
-    (SELECT CAST(COALESCE(SUM(rating_sum), 0) AS BIGINT) FROM characteristics)";
+/// BIGINT into NUMERIC). `table` names each table to read: the live one, or on PostgreSQL its
+/// staging table, read inside the import's transaction before the swap.
+pub fn aggregate_totals_sql(table: impl Fn(&str) -> String) -> String {
+    format!(
+        "SELECT \
+         (SELECT COUNT(*) FROM {reviews}), \
+         (SELECT CAST(COALESCE(SUM(rating_1 + rating_2 + rating_3 + rating_4 + rating_5), 0) AS BIGINT) FROM {meta}), \
+         (SELECT CAST(COALESCE(SUM(recommend_false + recommend_true), 0) AS BIGINT) FROM {meta}), \
+         (SELECT COUNT(*) FROM {ratings}), \
+         (SELECT CAST(COALESCE(SUM(value), 0) AS BIGINT) FROM {ratings}), \
+         (SELECT CAST(COALESCE(SUM(rating_count), 0) AS BIGINT) FROM {characteristics}), \
+         (SELECT CAST(COALESCE(SUM(rating_sum), 0) AS BIGINT) FROM {characteristics})",
+        reviews = table("reviews"),
+        meta = table("product_meta"),
+        ratings = table("characteristic_reviews"),
+        characteristics = table("characteristics"),
+    )
+}
 
 /// One table: what was loaded against what the database holds.
 #[derive(Clone, Debug, PartialEq, Eq)]

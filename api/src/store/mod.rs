@@ -102,6 +102,16 @@ pub static SQLITE_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migratio
 /// PostgreSQL schema migrations, embedded in the binary and run at startup (and by the importer).
 pub static POSTGRES_MIGRATOR: sqlx::migrate::Migrator = sqlx::migrate!("./migrations/postgres");
 
+/// The largest helpfulness a review can reach: the column is a 32-bit `INTEGER` on PostgreSQL
+/// (SQLite's `INTEGER` is wider, but both backends must answer alike, and the importer refuses
+/// more). `PUT …/helpful` on a review already there leaves it there and still answers 204: a
+/// vote is a request to count, not a transaction a client can act on failing, and 2³¹−1 votes
+/// can only come from seeded or abusive data. Without the cap PostgreSQL failed with "integer
+/// out of range" (500) and SQLite turned the value into a float that later reads failed on.
+pub const MAX_HELPFULNESS: i64 = i32::MAX as i64;
+// The helpful statements of both stores spell the number out.
+const _: () = assert!(MAX_HELPFULNESS == 2_147_483_647);
+
 /// One page of a product's visible reviews.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListQuery {
@@ -244,7 +254,8 @@ pub trait ReviewStore: Send + Sync + 'static {
     /// transaction. Returns the new review id.
     async fn add_review(&self, review: &NewReview, date_ms: i64) -> Result<i64, StoreError>;
 
-    /// helpfulness += 1. Returns the review's product, or `None` for an unknown review.
+    /// helpfulness += 1, saturating at [`MAX_HELPFULNESS`]. Returns the review's product, or
+    /// `None` for an unknown review.
     async fn mark_helpful(&self, review_id: i64) -> Result<Option<ProductId>, StoreError>;
 
     /// Marks the review reported (hidden from lists, never deleted). Returns the review's

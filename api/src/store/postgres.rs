@@ -174,9 +174,13 @@ impl ReviewStore for PostgresStore {
             .bind(&values)
             .execute(&mut *tx)
             .await?;
+            // UPDATE … FROM changes each target row once per statement, whatever the number of
+            // joined rows: the ratings are summed per id first, so the aggregate stays right
+            // even if one id came twice (the domain refuses that, this does not rely on it).
             sqlx::query(
-                "UPDATE characteristics AS c SET rating_sum = c.rating_sum + t.v, rating_count = c.rating_count + 1 \
-                 FROM UNNEST($1::BIGINT[], $2::SMALLINT[]) AS t(id, v) WHERE c.id = t.id",
+                "UPDATE characteristics AS c SET rating_sum = c.rating_sum + t.s, rating_count = c.rating_count + t.n \
+                 FROM (SELECT id, SUM(v) AS s, COUNT(*) AS n FROM UNNEST($1::BIGINT[], $2::SMALLINT[]) AS u(id, v) GROUP BY id) AS t \
+                 WHERE c.id = t.id",
             )
             .bind(&chars)
             .bind(&values)
@@ -193,7 +197,11 @@ impl ReviewStore for PostgresStore {
 
     async fn mark_helpful(&self, review_id: i64) -> Result<Option<ProductId>, StoreError> {
         let product: Option<i64> = sqlx::query_scalar(
-            "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = $1 RETURNING product_id",
+            // Saturates at MAX_HELPFULNESS; the comparison comes first so the addition can
+            // never overflow the column.
+            "UPDATE reviews SET helpfulness = \
+             CASE WHEN helpfulness < 2147483647 THEN helpfulness + 1 ELSE helpfulness END \
+             WHERE id = $1 RETURNING product_id",
         )
         .bind(review_id)
         .fetch_optional(&self.pool)

@@ -200,7 +200,11 @@ impl ReviewStore for SqliteStore {
 
     async fn mark_helpful(&self, review_id: i64) -> Result<Option<ProductId>, StoreError> {
         let product: Option<i64> = sqlx::query_scalar(
-            "UPDATE reviews SET helpfulness = helpfulness + 1 WHERE id = ?1 RETURNING product_id",
+            // Saturates at MAX_HELPFULNESS; the comparison comes first so the addition can
+            // never overflow the column.
+            "UPDATE reviews SET helpfulness = \
+             CASE WHEN helpfulness < 2147483647 THEN helpfulness + 1 ELSE helpfulness END \
+             WHERE id = ?1 RETURNING product_id",
         )
         .bind(review_id)
         .fetch_optional(&self.writer)

@@ -17,6 +17,20 @@ fn the_shipped_example_config_parses_and_validates() {
     };
     let config: ApiConfig = args.load().expect("deploy/api.example.toml is valid");
     assert_eq!(config.database.max_connections, 16);
+    // The example states the defaults, so it cannot drift from them.
+    let defaults = ApiConfig::default();
+    assert_eq!(
+        config.server.header_read_timeout,
+        defaults.server.header_read_timeout
+    );
+    assert_eq!(
+        config.server.keepalive_timeout,
+        defaults.server.keepalive_timeout
+    );
+    assert_eq!(
+        config.server.max_connections,
+        defaults.server.max_connections
+    );
 }
 
 fn load_text(text: &str) -> Result<ApiConfig, String> {
@@ -45,6 +59,12 @@ fn bad_values_name_the_key() {
     assert!(e.contains("database.max_connections"), "{e}");
     let e = load_text("[server]\nlisten = \"nowhere\"\n").unwrap_err();
     assert!(e.contains("listen"), "{e}");
+    let e = load_text("[server]\nmax_connections = 0\n").unwrap_err();
+    assert!(e.contains("server.max_connections"), "{e}");
+    let e = load_text("[server]\nheader_read_timeout = \"0s\"\n").unwrap_err();
+    assert!(e.contains("server.header_read_timeout"), "{e}");
+    let e = load_text("[server]\nkeepalive_timeout = \"0ms\"\n").unwrap_err();
+    assert!(e.contains("server.keepalive_timeout"), "{e}");
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! Spawning the API in-process on port 0 against a fresh database, and the fixture every
 //! conformance test starts from (written by the project, so it needs no outside data).
 
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicU32, Ordering};
 
@@ -131,6 +132,19 @@ impl TestApp {
         }
     }
 
+    /// The public listener's address, for raw TCP clients.
+    pub fn addr(&self) -> SocketAddr {
+        self.base
+            .trim_start_matches("http://")
+            .parse()
+            .expect("the base URL is an address")
+    }
+
+    /// The running server, to stop it by hand (`teardown` then only drops the database).
+    pub fn take_server(&mut self) -> RunningApi {
+        self.running.take().expect("the server is running")
+    }
+
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)
     }
@@ -203,6 +217,72 @@ impl TestApp {
                 .fetch_one(&mut c)
                 .await
                 .unwrap()
+        }
+    }
+
+    /// Rows of integers (every column cast to BIGINT by the SQL), straight from the database.
+    pub async fn i64_rows(&self, sql: &str) -> Vec<Vec<i64>> {
+        use sqlx::Row;
+        let sql = sqlx::AssertSqlSafe(sql.to_owned());
+        if self.db_url.starts_with("postgres") {
+            let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(&self.db_url)
+                .await
+                .unwrap();
+            let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get(i).unwrap()).collect())
+                .collect()
+        } else {
+            let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(&self.db_url)
+                .await
+                .unwrap();
+            let rows = sqlx::query(sql).fetch_all(&mut c).await.unwrap();
+            rows.iter()
+                .map(|r| (0..r.len()).map(|i| r.try_get(i).unwrap()).collect())
+                .collect()
+        }
+    }
+
+    /// Recomputes every maintained aggregate from the rows and asserts they agree: per product
+    /// the rating and recommend counts (`product_meta`), per characteristic the sum and count of
+    /// its ratings (`characteristics.rating_sum/rating_count`).
+    pub async fn assert_aggregates_match_rows(&self) {
+        let from_rows = self
+            .i64_rows(
+                "SELECT product_id, \
+                   CAST(SUM(CASE WHEN rating = 1 THEN 1 ELSE 0 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN rating = 2 THEN 1 ELSE 0 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN rating = 3 THEN 1 ELSE 0 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN rating = 4 THEN 1 ELSE 0 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN rating = 5 THEN 1 ELSE 0 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN recommend THEN 0 ELSE 1 END) AS BIGINT), \
+                   CAST(SUM(CASE WHEN recommend THEN 1 ELSE 0 END) AS BIGINT) \
+                 FROM reviews GROUP BY product_id ORDER BY product_id",
+            )
+            .await;
+        let maintained = self
+            .i64_rows(
+                "SELECT product_id, rating_1, rating_2, rating_3, rating_4, rating_5, \
+                   recommend_false, recommend_true \
+                 FROM product_meta ORDER BY product_id",
+            )
+            .await;
+        assert_eq!(maintained, from_rows, "product_meta against the reviews");
+        let characteristics = self
+            .i64_rows(
+                "SELECT c.id, c.rating_sum, c.rating_count, \
+                   CAST(COALESCE(SUM(cr.value), 0) AS BIGINT), CAST(COUNT(cr.id) AS BIGINT) \
+                 FROM characteristics c LEFT JOIN characteristic_reviews cr ON cr.characteristic_id = c.id \
+                 GROUP BY c.id, c.rating_sum, c.rating_count ORDER BY c.id",
+            )
+            .await;
+        for row in &characteristics {
+            assert_eq!(
+                (row[1], row[2]),
+                (row[3], row[4]),
+                "characteristic {}: maintained (sum, count) against its ratings",
+                row[0]
+            );
         }
     }
 

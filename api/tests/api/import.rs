@@ -5,7 +5,9 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 
-use reviews_api::import::{self, ImportOptions, ImportSummary, RejectClass, read_rejects};
+use reviews_api::import::{
+    self, ImportFailure, ImportOptions, ImportSummary, RejectClass, RejectLimit, read_rejects,
+};
 use sqlx::postgres::PgPoolOptions;
 use sqlx::sqlite::SqlitePoolOptions;
 use sqlx::{AssertSqlSafe, Connection, PgConnection, PgPool, SqlitePool};
@@ -77,10 +79,13 @@ impl TestDb {
         self._dir.path()
     }
 
+    /// Options with verify on and any number of rejects allowed: most tests here are about
+    /// which rows are loaded; the exit-code tests set their own limit.
     fn options(&self, data: &Path) -> ImportOptions {
         let mut opts = ImportOptions::new(&self.url, data);
         opts.rejects = self.dir().join("rejects.csv");
         opts.verify = true;
+        opts.max_rejects = RejectLimit::ANY;
         opts
     }
 
@@ -613,7 +618,10 @@ async fn a_clean_generated_set_loads_every_row() {
     let generated = generate(&GenerateOptions::new(data.path(), 500)).unwrap();
     assert!(generated.manifest.is_none());
     let db = TestDb::sqlite();
-    let summary = import::import(&db.options(data.path())).await.unwrap();
+    let mut opts = db.options(data.path());
+    // The default: not one rejected row.
+    opts.max_rejects = RejectLimit::default();
+    let summary = import::import(&opts).await.unwrap();
     assert!(summary.verify.as_ref().unwrap().is_ok());
     for file in import::FILES {
         let g = generated.file(file).unwrap();
@@ -918,4 +926,212 @@ async fn a_failed_import_leaves_the_previous_data_in_place_on_postgres() {
     );
     conn.close().await;
     pool.close().await;
+}
+
+// ---------------------------------------------------------------------------------------------
+// Exit codes: an import that rejected rows or loaded nothing is not a success
+
+/// The failure an import ended with (panics when it succeeded or failed otherwise).
+fn failure(result: anyhow::Result<ImportSummary>) -> ImportFailure {
+    match result {
+        Ok(s) => panic!("the import succeeded:\n{s}"),
+        Err(e) => e
+            .downcast::<ImportFailure>()
+            .unwrap_or_else(|e| panic!("not an ImportFailure: {e:#}")),
+    }
+}
+
+/// Keeps the header and the first half of the data lines of `reviews.csv`, as a copy cut short
+/// would. (A cut inside a quoted multi-line field is one more rejected row.)
+fn truncate_reviews(dir: &Path) -> u64 {
+    let path = dir.join("reviews.csv");
+    let text = std::fs::read_to_string(&path).unwrap();
+    let lines: Vec<&str> = text.lines().collect();
+    let keep = 1 + (lines.len() - 1) / 2;
+    std::fs::write(&path, lines[..keep].join("\n") + "\n").unwrap();
+    (lines.len() - keep) as u64
+}
+
+async fn a_truncated_reviews_file_fails_with_code_3_unless_allowed(db: TestDb) {
+    use reviews_api::generate::{GenerateOptions, generate};
+    // What the database holds before: the dirty set.
+    let old = tempfile::tempdir().unwrap();
+    write_dirty(old.path());
+    import::import(&db.options(old.path())).await.unwrap();
+
+    let data = tempfile::tempdir().unwrap();
+    generate(&GenerateOptions::new(data.path(), 300)).unwrap();
+    truncate_reviews(data.path());
+    let mut opts = db.options(data.path());
+    opts.replace = true;
+    opts.max_rejects = RejectLimit::default();
+    let f = failure(import::import(&opts).await);
+    assert_eq!(f.exit_code(), 3, "{f}");
+    let ImportFailure::TooManyRejects { rejected, read, .. } = &f else {
+        panic!("{f}")
+    };
+    let summary = f.summary();
+    assert_eq!(*rejected, summary.total().rejected);
+    assert_eq!(*read, summary.total().read);
+    assert!(
+        summary.file("reviews_photos.csv").unwrap().rejected > 0,
+        "orphans"
+    );
+    assert!(f.to_string().contains("--max-rejects"), "{f}");
+
+    let conn = db.connect().await;
+    if db.pg_admin.is_some() {
+        // PostgreSQL: refused before the swap, so the dirty set is still there, whole.
+        assert!(f.to_string().contains("left as it was"), "{f}");
+        assert_eq!(conn.count("reviews").await, 3);
+        assert_eq!(conn.count("characteristic_reviews").await, 3);
+        assert_eq!(conn.meta(2).await, Some([0, 1, 0, 0, 1, 1, 1]));
+    } else {
+        // SQLite committed as it went: the accepted rows stay, aggregates built to match.
+        assert!(f.to_string().contains("--replace"), "{f}");
+        let loaded = summary.file("reviews.csv").unwrap().loaded as i64;
+        assert_eq!(conn.count("reviews").await, loaded);
+        let meta_total: i64 = fetch!(
+            &conn,
+            (i64,),
+            "SELECT CAST(SUM(rating_1 + rating_2 + rating_3 + rating_4 + rating_5) AS BIGINT) FROM product_meta".to_owned()
+        )[0]
+            .0;
+        assert_eq!(meta_total, loaded);
+    }
+
+    // Exactly as many rejects as allowed is a success; one fewer allowed is not.
+    opts.max_rejects = RejectLimit::Rows(*rejected);
+    let summary = import::import(&opts).await.unwrap();
+    assert!(summary.verify.as_ref().unwrap().is_ok());
+    assert_eq!(
+        conn.count("reviews").await as u64,
+        summary.file("reviews.csv").unwrap().loaded
+    );
+    opts.max_rejects = RejectLimit::Rows(*rejected - 1);
+    assert_eq!(failure(import::import(&opts).await).exit_code(), 3);
+    opts.max_rejects = "100%".parse().unwrap();
+    import::import(&opts).await.unwrap();
+    conn.close().await;
+}
+
+#[tokio::test]
+async fn a_truncated_reviews_file_fails_with_code_3_unless_allowed_on_sqlite() {
+    a_truncated_reviews_file_fails_with_code_3_unless_allowed(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_truncated_reviews_file_fails_with_code_3_unless_allowed_on_postgres() {
+    let test = "a_truncated_reviews_file_fails_with_code_3_unless_allowed_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    a_truncated_reviews_file_fails_with_code_3_unless_allowed(db).await;
+}
+
+async fn a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit(db: TestDb) {
+    let data = tempfile::tempdir().unwrap();
+    write_dirty(data.path());
+    use reviews_api::import::rows::{CsvRow, ReviewRow};
+    let header = ReviewRow::HEADER.join(",");
+    std::fs::write(data.path().join("reviews.csv"), format!("{header}\n")).unwrap();
+    let opts = db.options(data.path()); // any number of rejects allowed
+    let f = failure(import::import(&opts).await);
+    assert_eq!(f.exit_code(), 1, "{f}");
+    let ImportFailure::NothingLoaded { file, read, .. } = &f else {
+        panic!("{f}")
+    };
+    assert_eq!((*file, *read), ("reviews_photos.csv", 4));
+    assert!(f.to_string().contains("none of its 4 rows"), "{f}");
+}
+
+#[tokio::test]
+async fn a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit_on_sqlite() {
+    a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit(TestDb::sqlite()).await;
+}
+
+#[tokio::test]
+async fn a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit_on_postgres() {
+    let test = "a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    a_header_only_reviews_file_loads_nothing_and_fails_whatever_the_limit(db).await;
+}
+
+/// `--verify` checks what the import loaded, not what the database holds after the API wrote
+/// to it: a review posted during the import (it waits on the import's lock and goes in at the
+/// commit) is no MISMATCH.
+#[tokio::test]
+async fn verify_is_not_fooled_by_a_write_during_the_import_on_postgres() {
+    use reviews_api::generate::{GenerateOptions, generate};
+    let test = "verify_is_not_fooled_by_a_write_during_the_import_on_postgres";
+    let Some(db) = TestDb::postgres(test).await else {
+        return;
+    };
+    let old = tempfile::tempdir().unwrap();
+    write_dirty(old.path());
+    import::import(&db.options(old.path())).await.unwrap();
+    let data = tempfile::tempdir().unwrap();
+    let generated = generate(&GenerateOptions::new(data.path(), 2_000)).unwrap();
+    let mut opts = db.options(data.path());
+    opts.replace = true;
+
+    let mut watcher = PgConnection::connect(&db.url).await.unwrap();
+    let writer = async {
+        // Once the importer is copying rows, a client writes a review, as the API would.
+        wait_for_importer(&mut watcher, "state = 'active' AND query LIKE 'COPY %'").await;
+        let mut conn = PgConnection::connect(&db.url).await.unwrap();
+        let id: i64 = sqlx::query_scalar(
+            "INSERT INTO reviews (product_id, rating, date_ms, summary, body, recommend, reported, \
+             reviewer_name, reviewer_email, helpfulness) \
+             VALUES (1, 5, 0, 's', 'b', TRUE, FALSE, 'n', 'e', 0) RETURNING id",
+        )
+        .fetch_one(&mut conn)
+        .await
+        .expect("the write goes in once the import commits");
+        conn.close().await.unwrap();
+        id
+    };
+    let (summary, written) = tokio::join!(import::import(&opts), writer);
+    let summary = summary.expect("verify passes: it checked what the import loaded");
+    assert!(summary.verify.as_ref().unwrap().is_ok());
+    let reviews = generated.file("reviews.csv").unwrap().rows as i64;
+    assert_eq!(
+        written,
+        reviews + 1,
+        "the write went into the imported table"
+    );
+    let conn = db.connect().await;
+    assert_eq!(conn.count("reviews").await, reviews + 1);
+    conn.close().await;
+    watcher.close().await.unwrap();
+}
+
+/// An unreadable data folder is reported as such. Only a non-root process can be refused, so
+/// as root (CI) this checks nothing and says so; the message mapping itself is unit-tested in
+/// `import::tests::an_unreadable_input_says_permission_denied_not_not_found`.
+#[tokio::test]
+async fn an_unreadable_folder_says_permission_denied() {
+    use std::os::unix::fs::PermissionsExt;
+    let data = tempfile::tempdir().unwrap();
+    write_dirty(data.path());
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o000)).unwrap();
+    let probe = std::fs::metadata(data.path().join("reviews.csv"));
+    let result = if probe.is_ok() {
+        skip(
+            "an_unreadable_folder_says_permission_denied",
+            "running as root, which no folder permission stops",
+        );
+        None
+    } else {
+        let db = TestDb::sqlite();
+        Some(import::import(&db.options(data.path())).await)
+    };
+    std::fs::set_permissions(data.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    if let Some(result) = result {
+        let err = format!("{:#}", result.unwrap_err());
+        assert!(err.contains("permission denied"), "{err}");
+        assert!(!err.contains("not found"), "{err}");
+    }
 }

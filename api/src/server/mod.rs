@@ -1,5 +1,10 @@
 //! Starting and stopping an API process: bind both listeners, serve until told to stop, then
-//! let in-flight requests finish within the grace period.
+//! let in-flight requests finish within the grace period. Each listener runs the accept loop
+//! of `listener.rs`: HTTP/1.1 with a header-read deadline, a keep-alive idle timeout and a cap
+//! on open connections (`server.*` in the config).
+
+mod deadlines;
+mod listener;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -9,6 +14,7 @@ use tokio::net::TcpListener;
 use tokio::sync::watch;
 use tokio::task::JoinHandle;
 
+use self::listener::ConnectionLimits;
 use crate::config::ApiConfig;
 use crate::http::{AppState, router};
 use crate::metrics::Metrics;
@@ -50,18 +56,23 @@ pub async fn start(config: &ApiConfig) -> anyhow::Result<RunningApi> {
     let metrics_addr = internal.local_addr()?;
 
     let (stop, stopped) = watch::channel(false);
-    let serve = |listener: TcpListener, app: axum::Router, mut stopped: watch::Receiver<bool>| {
-        tokio::spawn(async move {
-            axum::serve(listener, app)
-                .with_graceful_shutdown(async move {
-                    let _ = stopped.wait_for(|s| *s).await;
-                })
-                .await
-        })
+    let limits = ConnectionLimits {
+        header_read_timeout: config.server.header_read_timeout.get(),
+        keepalive_timeout: config.server.keepalive_timeout.get(),
+        max_connections: config.server.max_connections,
+    };
+    let serve = |listener: TcpListener, app: axum::Router, name: &'static str| {
+        tokio::spawn(listener::serve(
+            listener,
+            app,
+            limits,
+            metrics.connection_metrics(name),
+            stopped.clone(),
+        ))
     };
     let tasks = vec![
-        serve(public, router(state), stopped.clone()),
-        serve(internal, crate::metrics::router(metrics), stopped),
+        serve(public, router(state), "public"),
+        serve(internal, crate::metrics::router(metrics.clone()), "metrics"),
     ];
     tracing::info!(%addr, %metrics_addr, backend = store.backend(), "reviews API listening");
     Ok(RunningApi {
