@@ -10,6 +10,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use reviews_shared::config::{ConfigError, Override, env_overrides, load};
+pub use reviews_shared::logging::{LogConfig, LogFormat};
 use reviews_shared::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 
@@ -116,33 +117,6 @@ impl Default for HttpConfig {
     fn default() -> Self {
         HttpConfig {
             cache_max_age: Duration::from_secs(60).into(),
-        }
-    }
-}
-
-#[derive(Clone, Copy, Debug, Deserialize, Serialize, PartialEq, Eq, Default)]
-#[serde(rename_all = "lowercase")]
-pub enum LogFormat {
-    /// Human-readable lines, for a terminal.
-    #[default]
-    Pretty,
-    /// One JSON object per line, for log shippers.
-    Json,
-}
-
-#[derive(Clone, Debug, Deserialize, Serialize)]
-#[serde(deny_unknown_fields, default)]
-pub struct LogConfig {
-    pub format: LogFormat,
-    /// A `tracing` filter (`info`, `reviews_api=debug,sqlx=warn`); `RUST_LOG` wins if set.
-    pub level: String,
-}
-
-impl Default for LogConfig {
-    fn default() -> Self {
-        LogConfig {
-            format: LogFormat::Pretty,
-            level: "info".into(),
         }
     }
 }

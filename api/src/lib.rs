@@ -11,7 +11,6 @@ pub mod import;
 pub mod metrics;
 pub mod server;
 pub mod store;
-pub mod telemetry;
 
 use std::process::ExitCode;
 
@@ -23,7 +22,8 @@ pub fn main(args: config::ApiArgs) -> anyhow::Result<ExitCode> {
         eprintln!("configuration OK");
         return Ok(ExitCode::SUCCESS);
     }
-    telemetry::init(&config.log);
+    reviews_shared::logging::init(&config.log);
+    reviews_shared::logging::bridge_log_records();
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;

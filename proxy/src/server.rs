@@ -294,7 +294,6 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     ))
 }
 
-
 struct ChannelSignal(parking_lot::Mutex<Option<oneshot::Receiver<ShutdownSignal>>>);
 
 #[async_trait]

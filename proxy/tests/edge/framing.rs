@@ -657,6 +657,9 @@ async fn every_request_of_the_corpus_gets_its_answer_and_connection_state() {
     let origin = Origin::start("a");
     let mut c = config(&[&origin], "");
     c.listen.header_read_timeout = Duration::from_secs(3).into();
+    // Seventy connections at once on a busy test machine can make a 100 ms health check miss;
+    // this test is about framing, not health.
+    c.upstream.health.enabled = false;
     let edge = TestEdge::start(c);
     let addr = edge.edge().listen;
     let cases = corpus();
