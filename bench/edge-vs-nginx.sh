@@ -5,13 +5,20 @@
 # The proxy under test is pinned to one core, wrk to the other (taskset). 127.0.0.1 only.
 #
 #   bench/edge-vs-nginx.sh              # hit benchmark (identity and gzip) + miss path
-#   RSS=1 bench/edge-vs-nginx.sh        # also: fill a 512MiB cache and report RSS
+#   BODY=2400 bench/edge-vs-nginx.sh    # the same with a real five-review page (2.4 KB)
+#   RSS=1 bench/edge-vs-nginx.sh        # also: fill a cache of RSS_MAX (512MiB) and report RSS
+#   RSS=1 RSS_BODY=0 ...                # ... with small (~60 B) pages
 #
-# Knobs: KEYS (10000) DURATION (10s) ROUNDS (3) CONNS (64) WRK_THREADS (2) PROXY_CPU (0) CLIENT_CPU (1)
+# Knobs: KEYS (10000) DURATION (10s) ROUNDS (3) CONNS (64) WRK_THREADS (2) PROXY_CPU (0)
+# CLIENT_CPU (1) BODY (1300: bytes of a list page) RSS_MAX (512MiB) RSS_BODY (BODY)
+# RSS_DURATION (60s)
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "$0")/.." && pwd)
 KEYS=${KEYS:-10000}
+BODY=${BODY:-1300}
+RSS_MAX=${RSS_MAX:-512MiB}
+RSS_BODY=${RSS_BODY:-$BODY}
 DURATION=${DURATION:-10s}
 ROUNDS=${ROUNDS:-3}
 CONNS=${CONNS:-64}
@@ -57,10 +64,14 @@ wait_port() {
 }
 
 # --- origin (shares the client core; it only works during warm-up and the miss runs) ---
-taskset -c "$CLIENT_CPU" "$BIN/bench_origin" --listen "127.0.0.1:$ORIGIN_PORT" --max-age 3600 --threads 1 \
-    >"$WORK/origin.log" 2>&1 &
-PIDS+=($!)
-wait_port $ORIGIN_PORT
+start_origin() { # $1 = body size
+    taskset -c "$CLIENT_CPU" "$BIN/bench_origin" --listen "127.0.0.1:$ORIGIN_PORT" --max-age 3600 \
+        --threads 1 --body-size "$1" >"$WORK/origin.log" 2>&1 &
+    ORIGIN_PID=$!
+    PIDS+=($ORIGIN_PID)
+    wait_port $ORIGIN_PORT
+}
+start_origin "$BODY"
 
 # --- the edge ---
 edge_config() { # $1 = cache size
@@ -229,7 +240,7 @@ for scenario in "hit identity|" "hit gzip|Accept-Encoding: gzip" "miss (fill) id
         "$(awk -v a="$er" -v b="$nr" 'BEGIN { print a / b }')" "$ep" "$np")$'\n'
 done
 echo
-echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys:"
+echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys, list pages of $(curl -s "http://127.0.0.1:$ORIGIN_PORT/reviews?product_id=1" | wc -c) bytes:"
 echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms |"
 echo "|----------------------|----------|-----------|-------|-------------|--------------|"
 printf '%s' "$SUMMARY"
@@ -240,9 +251,14 @@ echo "  edge RSS: $(( $(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status) / 1024 
 
 if [ "${RSS:-0}" = 1 ]; then
     echo
-    echo "RSS vs cache.max_size: filling a 512MiB cache with distinct keys…"
     kill "$EDGE_PID"; wait "$EDGE_PID" 2>/dev/null || true
-    edge_config 512MiB >"$WORK/edge.toml"
+    if [ "$RSS_BODY" != "$BODY" ]; then
+        kill "$ORIGIN_PID"; wait "$ORIGIN_PID" 2>/dev/null || true
+        start_origin "$RSS_BODY"
+    fi
+    page=$(curl -s "http://127.0.0.1:$ORIGIN_PORT/reviews?product_id=1" | wc -c)
+    echo "RSS vs cache.max_size: filling a $RSS_MAX cache with distinct keys, pages of $page bytes…"
+    edge_config "$RSS_MAX" >"$WORK/edge.toml"
     start_edge
     base=$(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status)
     DURATION=${RSS_DURATION:-60s} run_wrk $EDGE_PORT "$WORK/misses.lua" "" >/dev/null
@@ -251,6 +267,6 @@ if [ "${RSS:-0}" = 1 ]; then
     entries=$(awk '/^edge_cache_entries / {print $2}' "$WORK/m.txt")
     evictions=$(awk '/^edge_cache_evictions_total / {print $2}' "$WORK/m.txt")
     rss=$(awk '/VmRSS/ {print $2}' /proc/$EDGE_PID/status)
-    echo "  max_size 512 MiB; counted $((${bytes%.*} / 1048576)) MiB in $entries entries; evictions $evictions"
-    echo "  RSS $((base / 1024)) MiB empty → $((rss / 1024)) MiB full: cache costs $(((rss - base) / 1024)) MiB for 512 MiB configured"
+    echo "  max_size $RSS_MAX; counted $((${bytes%.*} / 1048576)) MiB in $entries entries; evictions $evictions"
+    echo "  RSS $((base / 1024)) MiB empty → $((rss / 1024)) MiB full: the cache costs $(((rss - base) / 1024)) MiB for $RSS_MAX configured"
 fi

@@ -1,5 +1,6 @@
 //! A small origin for the benchmark: answers `GET /reviews?product_id=N` and
-//! `GET /reviews/meta?product_id=N` with reviews-like JSON (about 1.3 KB), the caching headers
+//! `GET /reviews/meta?product_id=N` with reviews-like JSON (a list page of `--body-size`
+//! bytes or just above, 1.3 KB by default; 2.4 KB is a real five-review page), the caching headers
 //! the real API sends (`Cache-Control: public, max-age=…`, `Surrogate-Key: product-N`), and
 //! `/readyz`. Built on Pingora's HTTP app so it adds no dependency.
 
@@ -20,10 +21,15 @@ struct Args {
     max_age: u64,
     #[arg(long, default_value_t = 1)]
     threads: usize,
+    /// Size of a list page: reviews (about 420 bytes each) are added until the body is at
+    /// least this long; 0 gives a page with none.
+    #[arg(long, default_value_t = 1300)]
+    body_size: usize,
 }
 
 struct Origin {
     max_age: u64,
+    body_size: usize,
 }
 
 fn product_id(query: Option<&str>) -> Option<u64> {
@@ -33,21 +39,29 @@ fn product_id(query: Option<&str>) -> Option<u64> {
         .and_then(|v| v.parse().ok())
 }
 
-fn reviews(id: u64) -> String {
-    let results: Vec<String> = (0..3)
-        .map(|i| {
-            let rid = id * 10 + i;
-            format!(
-                r#"{{"review_id":{rid},"rating":{},"summary":"Review {rid} of product {id}","recommend":true,"response":null,"body":"Comfortable and practical. I have worn these every day for a month and they still look new; the fit runs a little small.","date":"2021-03-17T13:28:37.620Z","reviewer_name":"shopper{rid}","helpfulness":{},"photos":[{{"id":{rid},"url":"https://images.example.com/photo-{rid}.jpg"}}]}}"#,
-                1 + (rid % 5),
-                rid % 17
-            )
-        })
-        .collect();
+fn review(id: u64, i: u64) -> String {
+    let rid = id * 100 + i;
     format!(
-        r#"{{"product":"{id}","page":0,"count":5,"results":[{}]}}"#,
-        results.join(",")
+                r#"{{"review_id":{rid},"rating":{},"summary":"Review {rid} of product {id}","recommend":true,"response":null,"body":"Comfortable and practical. I have worn these every day for a month and they still look new; the fit runs a little small.","date":"2021-03-17T13:28:37.620Z","reviewer_name":"shopper{rid}","helpfulness":{},"photos":[{{"id":{rid},"url":"https://images.example.com/photo-{rid}.jpg"}}]}}"#,
+        1 + (rid % 5),
+        rid % 17
     )
+}
+
+fn reviews(id: u64, size: usize) -> String {
+    let page = |results: &[String]| {
+        format!(
+            r#"{{"product":"{id}","page":0,"count":5,"results":[{}]}}"#,
+            results.join(",")
+        )
+    };
+    let mut results = Vec::new();
+    let mut body = page(&results);
+    while body.len() < size {
+        results.push(review(id, results.len() as u64));
+        body = page(&results);
+    }
+    body
 }
 
 fn meta(id: u64) -> String {
@@ -64,7 +78,9 @@ impl ServeHttp for Origin {
         let id = product_id(req.uri.query());
         let (status, body, cacheable) = match (path.as_str(), id) {
             ("/readyz" | "/healthz", _) => (StatusCode::OK, "ok".to_owned(), false),
-            ("/reviews" | "/dbreviews", Some(id)) => (StatusCode::OK, reviews(id), true),
+            ("/reviews" | "/dbreviews", Some(id)) => {
+                (StatusCode::OK, reviews(id, self.body_size), true)
+            }
             ("/reviews/meta" | "/dbmeta", Some(id)) => (StatusCode::OK, meta(id), true),
             _ => (StatusCode::NOT_FOUND, r#"{"status":404}"#.to_owned(), false),
         };
@@ -97,6 +113,7 @@ fn main() {
         "bench origin".into(),
         HttpServer::new_app(Origin {
             max_age: args.max_age,
+            body_size: args.body_size,
         }),
     );
     service.add_tcp(&args.listen);

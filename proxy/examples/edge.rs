@@ -1,5 +1,6 @@
-//! Runs the edge as `reviews proxy` will, for the benchmark before the CLI is wired:
-//! `cargo run --release -p reviews-proxy --example edge -- --config edge.toml`.
+//! The edge alone, as `reviews proxy` runs it, for the benchmark: building it does not build
+//! the API and its database drivers. `cargo run --release -p reviews-proxy --example edge --
+//! --config edge.toml`.
 
 use clap::Parser;
 
