@@ -176,6 +176,8 @@ fn edge_config(
     let abs = std::path::absolute(dir).unwrap_or_else(|_| dir.to_owned());
     c.shutdown.pid_file = abs.join("edge.pid").display().to_string();
     c.shutdown.upgrade_sock = abs.join("edge-upgrade.sock").display().to_string();
+    // A restart of `up` starts with the pages the last run had cached.
+    c.cache.snapshot_path = Some(abs.join("edge-cache.snapshot"));
     let (_, hard) = rlimit::getrlimit(rlimit::Resource::NOFILE).unwrap_or((1024, 1024));
     let fits = (hard.saturating_sub(512) / 2) as usize;
     if c.max_connections > fits {

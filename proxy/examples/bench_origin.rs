@@ -42,7 +42,7 @@ fn product_id(query: Option<&str>) -> Option<u64> {
 fn review(id: u64, i: u64) -> String {
     let rid = id * 100 + i;
     format!(
-                r#"{{"review_id":{rid},"rating":{},"summary":"Review {rid} of product {id}","recommend":true,"response":null,"body":"Comfortable and practical. I have worn these every day for a month and they still look new; the fit runs a little small.","date":"2021-03-17T13:28:37.620Z","reviewer_name":"shopper{rid}","helpfulness":{},"photos":[{{"id":{rid},"url":"https://images.example.com/photo-{rid}.jpg"}}]}}"#,
+        r#"{{"review_id":{rid},"rating":{},"summary":"Review {rid} of product {id}","recommend":true,"response":null,"body":"Comfortable and practical. I have worn these every day for a month and they still look new; the fit runs a little small.","date":"2021-03-17T13:28:37.620Z","reviewer_name":"shopper{rid}","helpfulness":{},"photos":[{{"id":{rid},"url":"https://images.example.com/photo-{rid}.jpg"}}]}}"#,
         1 + (rid % 5),
         rid % 17
     )

@@ -60,7 +60,8 @@ fn main() {
                     // The headers the API sends with a page, as they arrive from upstream.
                     let mut h = ResponseHeader::build(200, Some(8)).unwrap();
                     h.append_header("content-type", "application/json").unwrap();
-                    h.append_header("cache-control", "public, max-age=60").unwrap();
+                    h.append_header("cache-control", "public, max-age=60")
+                        .unwrap();
                     h.append_header("surrogate-key", format!("product-{i}"))
                         .unwrap();
                     h.append_header("content-length", body_len.to_string())

@@ -7,7 +7,7 @@
 //! open when the grace period ends, Pingora's own shutdown proceeds as before.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use pingora_core::server::ExecutionPhase;
@@ -17,10 +17,13 @@ const POLL: Duration = Duration::from_millis(20);
 
 /// Watches the server's phases on a thread of its own; when the grace period starts, waits
 /// for `open` to reach zero (at most `grace`), then runs `before_exit` and exits with 0.
+/// `handed_over` is set when the shutdown is an upgrade's (the listeners went to a new
+/// process), so exit work can tell the two apart.
 pub fn exit_when_drained(
     mut phases: broadcast::Receiver<ExecutionPhase>,
     open: Arc<AtomicUsize>,
     grace: Duration,
+    handed_over: Arc<AtomicBool>,
     before_exit: impl FnOnce() + Send + 'static,
 ) {
     let spawned = std::thread::Builder::new()
@@ -28,6 +31,9 @@ pub fn exit_when_drained(
         .spawn(move || {
             loop {
                 match phases.blocking_recv() {
+                    Ok(ExecutionPhase::GracefulUpgradeTransferringFds) => {
+                        handed_over.store(true, Ordering::SeqCst);
+                    }
                     Ok(ExecutionPhase::ShutdownGracePeriod) => break,
                     Ok(ExecutionPhase::Terminated) | Err(broadcast::error::RecvError::Closed) => {
                         return;

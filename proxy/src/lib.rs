@@ -12,6 +12,7 @@ pub mod config;
 pub mod downstream;
 pub mod drain;
 pub mod framing;
+pub mod handover;
 pub mod headers;
 pub mod health;
 pub mod logbridge;

@@ -6,7 +6,7 @@
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::PathBuf;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -20,10 +20,11 @@ use tokio::sync::oneshot;
 
 use crate::admin::Admin;
 use crate::balancer::Balancer;
-use crate::cache::Cache;
+use crate::cache::{Cache, snapshot};
 use crate::config::EdgeConfig;
 use crate::downstream::Downstream;
 use crate::drain;
+use crate::handover;
 use crate::health::HealthChecker;
 use crate::logbridge;
 use crate::metrics;
@@ -76,17 +77,34 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     let (server, parts) = build(&config, args.upgrade)?;
     let pid_file = PidFile::write(config.shutdown.pid_file.as_ref())?;
     let pid_file = Arc::new(parking_lot::Mutex::new(Some(pid_file)));
-    let at_exit = pid_file.clone();
+    let handed_over = Arc::new(AtomicBool::new(false));
+    // The exit work, run once: by the drain watcher when nothing is left in flight, or after
+    // Pingora's shutdown when the grace period ran out first.
+    let exit_work = {
+        let (pid_file, handed_over, cache) =
+            (pid_file.clone(), handed_over.clone(), parts.cache.clone());
+        let config = config.clone();
+        let done = Arc::new(std::sync::Once::new());
+        move || {
+            done.call_once(|| {
+                if !handed_over.load(Ordering::SeqCst) {
+                    save_cache(&cache, &config);
+                }
+                drop(pid_file.lock().take());
+            })
+        }
+    };
     drain::exit_when_drained(
         server.watch_execution_phase(),
-        parts.open_connections,
+        parts.open_connections.clone(),
         config.shutdown.grace_period.get(),
-        move || drop(at_exit.lock().take()),
+        handed_over,
+        exit_work.clone(),
     );
     tracing::info!(listen = %config.listen.address, admin = %config.admin.address, upstreams = config.upstream.servers.len(), "edge starting");
     announce_ready(config.listen.address, args.upgrade);
     server.run(RunArgs::default());
-    drop(pid_file);
+    exit_work();
     Ok(())
 }
 
@@ -116,6 +134,18 @@ fn reload(config: &EdgeConfig, config_path: Option<&std::path::Path>) -> anyhow:
             pid_file
         )
     })?;
+    // The running edge's cache first, so the new process starts warm (see handover.rs).
+    let wait = config.cache.snapshot_timeout.get() + Duration::from_secs(5);
+    if handover::request_snapshot(old, config, wait) {
+        tracing::info!("the running edge wrote its cache for the new one");
+    } else {
+        tracing::warn!(
+            "the running edge did not write its cache within {wait:?}: the new edge starts cold"
+        );
+    }
+    let sock = &config.shutdown.upgrade_sock;
+    // A socket file left by an earlier run would look like the new process is ready.
+    let _ = std::fs::remove_file(sock);
     let exe = std::env::current_exe().context("locating the reviews binary")?;
     let mut cmd = std::process::Command::new(&exe);
     cmd.arg("proxy");
@@ -128,13 +158,14 @@ fn reload(config: &EdgeConfig, config_path: Option<&std::path::Path>) -> anyhow:
         .spawn()
         .with_context(|| format!("starting {} proxy --upgrade", exe.display()))?;
     let new_pid = new.id();
-    let sock = &config.shutdown.upgrade_sock;
     let waited = Instant::now();
+    // The new process loads the cache before it opens the socket.
+    let patience = wait + Duration::from_secs(4);
     while !std::path::Path::new(sock).exists() {
-        if waited.elapsed() > Duration::from_secs(4) {
+        if waited.elapsed() > patience {
             bail!(
-                "the new edge (pid {new_pid}) did not open {sock} (shutdown.upgrade_sock) within 4 s; \
-                 the running edge was left alone"
+                "the new edge (pid {new_pid}) did not open {sock} (shutdown.upgrade_sock) within \
+                 {patience:?}; the running edge was left alone"
             );
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -224,6 +255,48 @@ fn raise_nofile(config: &EdgeConfig) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Loads `cache.snapshot_path` when it is set and there (a restart after SIGTERM).
+fn load_cache(cache: &Cache, config: &EdgeConfig) {
+    let Some(path) = &config.cache.snapshot_path else {
+        return;
+    };
+    if !path.exists() {
+        return;
+    }
+    let started = Instant::now();
+    match snapshot::load(cache, path) {
+        Ok((_, loaded)) => tracing::info!(
+            entries = loaded.entries,
+            bytes = loaded.bytes,
+            ms = started.elapsed().as_millis() as u64,
+            path = %path.display(),
+            "cache loaded from the snapshot"
+        ),
+        Err(e) => tracing::warn!(error = %e, "ignoring the cache snapshot: starting cold"),
+    }
+}
+
+/// Writes the cache to `cache.snapshot_path` when it is set (a stop that is not an upgrade).
+fn save_cache(cache: &Cache, config: &EdgeConfig) {
+    let Some(path) = &config.cache.snapshot_path else {
+        return;
+    };
+    let started = Instant::now();
+    match snapshot::write(cache, path, config.cache.snapshot_timeout.get()) {
+        Ok(w) => tracing::info!(
+            entries = w.entries,
+            bytes = w.bytes,
+            cut_short = w.cut_short,
+            ms = started.elapsed().as_millis() as u64,
+            path = %path.display(),
+            "cache written to the snapshot"
+        ),
+        Err(e) => {
+            tracing::warn!(error = %e, path = %path.display(), "cannot write the cache snapshot")
+        }
+    }
+}
+
 /// The shared state of one edge, for tests and for embedding.
 pub struct Parts {
     pub cache: Arc<Cache>,
@@ -252,12 +325,19 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
         ..ServerConf::default()
     };
     let mut server = Server::new_with_opt_and_conf(opt, conf);
-    server.bootstrap();
     let shared = Arc::new(config.clone());
 
     let balancer = Arc::new(Balancer::new(&config.upstream));
     let cache = Arc::new(Cache::new(config.cache.clone(), config.compression.clone()));
     metrics::CACHE_MAX_BYTES.set(config.cache.max_size.bytes() as i64);
+    // The cache is filled before the listeners are taken (an upgrade's bootstrap receives
+    // them): the edge never serves from a cold cache it could have had warm.
+    if upgrade {
+        handover::take_over(&cache, config);
+    } else {
+        load_cache(&cache, config);
+    }
+    server.bootstrap();
 
     let edge = Edge::new(shared.clone(), balancer.clone(), cache.clone());
     // The proxy runs inside `Downstream`, which adds the connection limit and the header
@@ -278,6 +358,14 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     admin.threads = Some(1);
     admin.add_tcp(&config.admin.address.to_string());
     server.add_service(admin);
+
+    server.add_service(background_service(
+        "cache handover",
+        handover::OnRequest {
+            cache: cache.clone(),
+            config: shared.clone(),
+        },
+    ));
 
     let health = background_service(
         "health checks",

@@ -12,8 +12,10 @@
 
 pub mod encoding;
 pub mod flight;
+pub mod journal;
 pub mod key;
 pub mod policy;
+pub mod snapshot;
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -29,6 +31,7 @@ use crate::config::{CacheConfig, CompressionConfig};
 use crate::metrics;
 use encoding::{Accepts, Encoding};
 use flight::{Flights, Join};
+use journal::{Journal, Purge};
 use policy::Lifetime;
 
 /// Bytes an entry costs besides its key, header fields and bodies: moka's node, its deque
@@ -234,6 +237,8 @@ pub struct Cache {
     store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
     purges: Purges,
     flights: Arc<Flights>,
+    /// Purges shared with the other process during a zero-downtime upgrade.
+    pub journal: Journal,
     pub config: CacheConfig,
     pub compression: CompressionConfig,
 }
@@ -268,12 +273,16 @@ impl Cache {
             store,
             purges: Purges::default(),
             flights: Arc::new(Flights::default()),
+            journal: Journal::default(),
             config,
             compression,
         }
     }
 
     pub fn lookup(&self, key: &str) -> Lookup {
+        if self.journal.is_active() {
+            self.apply_peer_purges();
+        }
         let Some(entry) = self.store.get(key) else {
             return Lookup::Miss;
         };
@@ -353,6 +362,13 @@ impl Cache {
     /// Invalidates every entry carrying one of `tags`. Lookups stop returning them at once;
     /// their memory is freed by moka's housekeeping.
     pub fn purge_tags(&self, tags: &[&str]) {
+        for t in tags {
+            self.journal.record(&Purge::Tag((*t).into()));
+        }
+        self.purge_tags_here(tags);
+    }
+
+    fn purge_tags_here(&self, tags: &[&str]) {
         if tags.is_empty() {
             return;
         }
@@ -365,6 +381,11 @@ impl Cache {
     }
 
     pub fn purge_key(&self, key: &str) {
+        self.journal.record(&Purge::Key(key.into()));
+        self.purge_key_here(key);
+    }
+
+    fn purge_key_here(&self, key: &str) {
         self.purges.purge(std::iter::once(key));
         self.store.invalidate(key);
         self.prune_purge_log();
@@ -389,8 +410,24 @@ impl Cache {
     }
 
     pub fn purge_all(&self) {
+        self.journal.record(&Purge::All);
+        self.purge_all_here();
+    }
+
+    fn purge_all_here(&self) {
         self.purges.purge_all();
         self.store.invalidate_all();
+    }
+
+    /// Applies the purges the other process of an upgrade journaled since the last call.
+    pub fn apply_peer_purges(&self) {
+        for purge in self.journal.peer_purges() {
+            match purge {
+                Purge::Tag(t) => self.purge_tags_here(&[&t]),
+                Purge::Key(k) => self.purge_key_here(&k),
+                Purge::All => self.purge_all_here(),
+            }
+        }
     }
 
     pub fn weighted_size(&self) -> u64 {

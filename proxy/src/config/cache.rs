@@ -27,6 +27,13 @@ pub struct CacheConfig {
     /// How long concurrent misses wait for the one filling request before going upstream
     /// themselves.
     pub lock_timeout: HumanDuration,
+    /// Where the cache is written when the edge stops (SIGTERM) and read when it starts, so a
+    /// restart does not start cold. Unset: not kept across restarts. (A zero-downtime reload
+    /// hands the cache over whether this is set or not.)
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub snapshot_path: Option<std::path::PathBuf>,
+    /// Longest time writing a snapshot may take; entries not written by then are left out.
+    pub snapshot_timeout: HumanDuration,
     /// Routes whose GET/HEAD responses may be cached. Nothing else is.
     pub routes: Vec<RouteRule>,
 }
@@ -41,6 +48,8 @@ impl Default for CacheConfig {
             stale_while_revalidate: secs(10),
             stale_if_error: secs(300),
             lock_timeout: secs(2),
+            snapshot_path: None,
+            snapshot_timeout: secs(10),
             routes: Vec::new(),
         }
     }
@@ -52,6 +61,7 @@ impl CacheConfig {
     }
 
     pub(super) fn validate(&self) -> Result<(), EdgeConfigError> {
+        super::positive("cache.snapshot_timeout", self.snapshot_timeout)?;
         let max_object = self.max_object_size.bytes();
         if max_object > u64::from(u32::MAX / 4) {
             return Err(invalid(

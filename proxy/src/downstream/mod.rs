@@ -34,6 +34,9 @@ use crate::config::EdgeConfig;
 use crate::metrics;
 use crate::proxy::Edge;
 
+/// How long connections idle between requests may still send one (see `cleanup`).
+const LAST_CALL: Duration = Duration::from_secs(1);
+
 /// What a connection beyond `max_connections` is told before the close.
 const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: text/plain; charset=utf-8\r\nContent-Length: 16\r\nRetry-After: 1\r\nConnection: close\r\nCache-Control: no-store\r\n\r\nedge overloaded\n";
 
@@ -172,7 +175,14 @@ impl ServerApp for Downstream {
         }
     }
 
+    /// The listener has stopped accepting (SIGTERM, or an upgrade's handover). Connections
+    /// idle between requests get a last call first: a request arriving within
+    /// [`LAST_CALL`] is answered with `Connection: close` (the session's keep-alive is off
+    /// once shutdown is signalled), so a client that is sending is told to reconnect rather
+    /// than having its connection closed under a request in flight. Then Pingora wakes the
+    /// idle readers and those connections close.
     async fn cleanup(&self) {
+        tokio::time::sleep(LAST_CALL.min(self.keepalive_timeout)).await;
         self.proxy.http_cleanup().await;
     }
 }

@@ -5,49 +5,13 @@
 //! holds no more than `upstream.max_in_flight` requests, and passive health takes it out. Cached pages must keep answering `hit` without waiting for the
 //! frozen backend at all.
 
-use std::net::{SocketAddr, TcpListener};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use nix::sys::signal::{Signal, kill};
-use nix::unistd::Pid;
 use parking_lot::Mutex;
 
-/// `n` distinct free ports: all bound at once, then released, so no two are the same.
-fn free_addrs<const N: usize>() -> [SocketAddr; N] {
-    let held: Vec<TcpListener> = (0..N)
-        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
-        .collect();
-    std::array::from_fn(|i| held[i].local_addr().unwrap())
-}
-
-/// Kills the process on drop (resuming it first, in case it was stopped).
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let pid = Pid::from_raw(self.0.id() as i32);
-        let _ = kill(pid, Signal::SIGCONT);
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn api(db: &Path, listen: SocketAddr, metrics: SocketAddr, log: &Path) -> Proc {
-    let child = Command::new(env!("CARGO_BIN_EXE_reviews"))
-        .args(["api", "--database-url"])
-        .arg(format!("sqlite://{}", db.display()))
-        .args(["--listen", &listen.to_string()])
-        .args(["--metrics-listen", &metrics.to_string()])
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(std::fs::File::create(log).unwrap())
-        .spawn()
-        .expect("spawn reviews api");
-    Proc(child)
-}
+use crate::helpers::{api, read, wait_ok};
 
 /// One request's outcome: when it was sent (since the start), status, cache status, time.
 #[derive(Debug, Clone)]
@@ -114,30 +78,22 @@ fn drive(
 async fn a_frozen_backend_fails_no_get_and_cached_pages_stay_hits() {
     let dir = tempfile::tempdir().unwrap();
     let db = dir.path().join("reviews.db");
-    let [a, b, a_metrics, b_metrics] = free_addrs();
-    let frozen = api(&db, a, a_metrics, &dir.path().join("a.log"));
-    let _other = api(&db, b, b_metrics, &dir.path().join("b.log"));
+    let (frozen, a) = api(&db, &dir.path().join("a.log"));
+    let (_other, b) = api(&db, &dir.path().join("b.log"));
     let client = reqwest::Client::builder()
         .timeout(Duration::from_secs(20))
         .build()
         .unwrap();
     for addr in [a, b] {
-        let deadline = Instant::now() + Duration::from_secs(60);
-        while !client
-            .get(format!("http://{addr}/readyz"))
-            .send()
-            .await
-            .is_ok_and(|r| r.status() == 200)
-        {
-            assert!(Instant::now() < deadline, "the API on {addr} did not start");
-            tokio::time::sleep(Duration::from_millis(100)).await;
-        }
+        wait_ok(
+            &client,
+            &format!("http://{addr}/readyz"),
+            Duration::from_secs(60),
+        )
+        .await;
     }
 
-    let text = std::fs::read_to_string(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml"),
-    )
-    .unwrap();
+    let text = read("deploy/edge.example.toml");
     let mut c = reviews_proxy::EdgeConfig::from_toml_unvalidated(&text).unwrap();
     c.upstream.servers = vec![
         reviews_proxy::Upstream::new(a),
@@ -190,7 +146,7 @@ async fn a_frozen_backend_fails_no_get_and_cached_pages_stay_hits() {
         hits.clone(),
     );
     tokio::time::sleep(Duration::from_secs(2)).await;
-    let pid = Pid::from_raw(frozen.0.id() as i32);
+    let pid = frozen.pid();
     kill(pid, Signal::SIGSTOP).unwrap();
     let frozen_at = start.elapsed();
     tokio::time::sleep(Duration::from_secs(10)).await;

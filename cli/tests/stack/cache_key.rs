@@ -6,12 +6,13 @@
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::OnceLock;
 
 use proptest::prelude::*;
 use reviews_proxy::RouteRule;
 use reviews_proxy::cache::key::cache_key;
+
+use crate::helpers::read;
 
 /// A real API over a small generated data set, shared by all cases of the process.
 struct Api {
@@ -42,10 +43,7 @@ fn api() -> &'static Api {
             config.database.url = db.clone();
             reviews_api::server::start(&config).await.unwrap()
         });
-        let example = std::fs::read_to_string(
-            Path::new(env!("CARGO_MANIFEST_DIR")).join("../deploy/edge.example.toml"),
-        )
-        .unwrap();
+        let example = read("deploy/edge.example.toml");
         let routes = reviews_proxy::EdgeConfig::from_toml_unvalidated(&example)
             .unwrap()
             .cache

@@ -4,54 +4,16 @@
 //! new process must announce itself to the service manager (`MAINPID=`, `READY=1` on
 //! `$NOTIFY_SOCKET`) and own the pid file, and the old one must exit 0.
 
-use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixDatagram;
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
+use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use nix::sys::signal::{Signal, kill};
+use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-fn free_addr() -> SocketAddr {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-}
-
-/// Kills the process on drop, so a failed assertion leaves nothing running.
-struct Proc(Child);
-
-impl Drop for Proc {
-    fn drop(&mut self) {
-        let _ = self.0.kill();
-        let _ = self.0.wait();
-    }
-}
-
-fn reviews(args: &[&str], notify: Option<&Path>, log: &Path) -> Proc {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reviews"));
-    cmd.args(args)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(log).unwrap())
-        .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
-    match notify {
-        Some(p) => cmd.env("NOTIFY_SOCKET", p),
-        None => cmd.env_remove("NOTIFY_SOCKET"),
-    };
-    Proc(cmd.spawn().expect("spawn reviews"))
-}
-
-fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
-    let deadline = Instant::now() + timeout;
-    while !ok() {
-        assert!(Instant::now() < deadline, "timed out waiting for {what}");
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
+use crate::helpers::{PidGuard, api, free_addrs, reviews, wait_ok, wait_until};
 
 /// The next sd_notify datagram, as text.
 fn next_notification(socket: &UnixDatagram) -> String {
@@ -66,33 +28,20 @@ fn next_notification(socket: &UnixDatagram) -> String {
 async fn an_upgrade_hands_the_listeners_over_without_failing_a_request() {
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let api_addr = free_addr();
-    let _api = reviews(
-        &[
-            "api",
-            "--database-url",
-            &format!("sqlite://{}", d.join("reviews.db").display()),
-            "--listen",
-            &api_addr.to_string(),
-            "--metrics-listen",
-            &free_addr().to_string(),
-        ],
-        None,
-        &d.join("api.log"),
-    );
+    let (_api, api_addr) = api(&d.join("reviews.db"), &d.join("api.log"));
+    let [listen, admin] = free_addrs();
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    let ready = format!("http://{api_addr}/readyz");
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while client.get(&ready).send().await.is_err() {
-        assert!(Instant::now() < deadline, "the API did not start");
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    wait_ok(
+        &client,
+        &format!("http://{api_addr}/readyz"),
+        Duration::from_secs(30),
+    )
+    .await;
 
-    let listen = free_addr();
     let pid_file = d.join("edge.pid");
     let config = d.join("edge.toml");
     std::fs::write(
@@ -111,7 +60,7 @@ graceful_timeout = "1s"
 upgrade_sock = "{sock}"
 pid_file = "{pid}"
 "#,
-            admin = free_addr(),
+            admin = admin,
             sock = d.join("upgrade.sock").display(),
             pid = pid_file.display(),
         ),
@@ -233,13 +182,4 @@ pid_file = "{pid}"
         .unwrap();
     assert_eq!(r.status(), 200);
     assert!(kill(Pid::from_raw(new_pid as i32), None).is_ok());
-}
-
-/// A process this test did not spawn itself (the reload's child): SIGKILL on drop.
-struct PidGuard(u32);
-
-impl Drop for PidGuard {
-    fn drop(&mut self) {
-        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
-    }
 }

@@ -6,24 +6,17 @@
 //! fit the example configs.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::path::{Path, PathBuf};
+
 use std::process::Command;
 use std::time::Duration;
 
 use serde_json::Value as Json;
 use serde_yaml::Value as Yaml;
 
+use crate::helpers::{read, repo_path};
+
 const METRIC_PREFIXES: [&str; 2] = ["reviews_api_", "edge_"];
 const HISTOGRAM_SUFFIXES: [&str; 3] = ["_bucket", "_sum", "_count"];
-
-fn repo_path(rel: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
-}
-
-fn read(rel: &str) -> String {
-    let path = repo_path(rel);
-    std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("cannot read {}: {e}", path.display()))
-}
 
 fn yaml(rel: &str) -> Yaml {
     serde_yaml::from_str(&read(rel)).unwrap_or_else(|e| panic!("{rel} is not valid YAML: {e}"))
@@ -667,10 +660,13 @@ fn units_stop_after_the_configured_drain_and_allow_the_edges_file_descriptors() 
     );
     assert_eq!(unit_value(&unit, "KillSignal"), Some("SIGTERM"));
 
-    // Edge: SIGTERM waits out shutdown.grace_period, then up to shutdown.graceful_timeout.
+    // Edge: SIGTERM drains for at most shutdown.grace_period, then up to
+    // shutdown.graceful_timeout, then writes its cache snapshot for up to
+    // cache.snapshot_timeout.
     let edge = toml_file("deploy/edge.example.toml");
     let drain = duration(toml_str(&edge, "shutdown", "grace_period"))
-        + duration(toml_str(&edge, "shutdown", "graceful_timeout"));
+        + duration(toml_str(&edge, "shutdown", "graceful_timeout"))
+        + duration(toml_str(&edge, "cache", "snapshot_timeout"));
     let unit = unit_entries(&read("deploy/systemd/reviews-edge.service"));
     let stop = duration(unit_value(&unit, "TimeoutStopSec").expect("TimeoutStopSec"));
     assert!(

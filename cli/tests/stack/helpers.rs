@@ -1,0 +1,125 @@
+//! What the stack tests share: the repository's files, free ports, the `reviews` binary as a
+//! child process (killed when the test ends, pass or fail), and waiting for things.
+
+use std::net::{SocketAddr, TcpListener};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use nix::sys::signal::{Signal, kill};
+use nix::unistd::Pid;
+
+pub fn repo_path(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+pub fn read(rel: &str) -> String {
+    std::fs::read_to_string(repo_path(rel)).unwrap_or_else(|e| panic!("reading {rel}: {e}"))
+}
+
+/// `N` distinct free ports: all bound at once, then released, so no two are the same.
+pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
+    let held: Vec<TcpListener> = (0..N)
+        .map(|_| TcpListener::bind("127.0.0.1:0").unwrap())
+        .collect();
+    std::array::from_fn(|i| held[i].local_addr().unwrap())
+}
+
+/// A child process, killed on drop (resumed first, in case a test stopped it).
+pub struct Proc(pub Child);
+
+impl Proc {
+    pub fn pid(&self) -> Pid {
+        Pid::from_raw(self.0.id() as i32)
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        let _ = kill(self.pid(), Signal::SIGCONT);
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+/// A process a test did not spawn itself (a reload's new edge): SIGKILL on drop.
+pub struct PidGuard(pub u32);
+
+impl Drop for PidGuard {
+    fn drop(&mut self) {
+        let _ = kill(Pid::from_raw(self.0 as i32), Signal::SIGKILL);
+    }
+}
+
+/// `reviews <args>`, logging to `log` (stdout) and `log.err` (stderr), with `NOTIFY_SOCKET`
+/// set to `notify` or removed.
+pub fn reviews(args: &[&str], notify: Option<&Path>, log: &Path) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reviews"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+    match notify {
+        Some(p) => cmd.env("NOTIFY_SOCKET", p),
+        None => cmd.env_remove("NOTIFY_SOCKET"),
+    };
+    Proc(cmd.spawn().expect("spawn reviews"))
+}
+
+/// `reviews api` on the SQLite file `db` (made and migrated if missing), on ports it picks
+/// itself (read back from its log): a port found free beforehand could be taken by another
+/// test's server before the API binds it.
+pub fn api(db: &Path, log: &Path) -> (Proc, SocketAddr) {
+    let p = reviews(
+        &[
+            "api",
+            "--database-url",
+            &format!("sqlite://{}", db.display()),
+            "--listen",
+            "127.0.0.1:0",
+            "--metrics-listen",
+            "127.0.0.1:0",
+        ],
+        None,
+        log,
+    );
+    let err = log.with_extension("err");
+    let mut addr = None;
+    wait_until("the API's listening line", Duration::from_secs(60), || {
+        addr = std::fs::read_to_string(&err).ok().and_then(|text| {
+            text.lines()
+                .find(|l| l.contains("reviews API listening"))?
+                .split_whitespace()
+                .find_map(|field| field.strip_prefix("addr="))?
+                .parse()
+                .ok()
+        });
+        addr.is_some()
+    });
+    (p, addr.expect("waited for it"))
+}
+
+pub fn wait_until(what: &str, timeout: Duration, mut ok: impl FnMut() -> bool) {
+    let deadline = Instant::now() + timeout;
+    while !ok() {
+        assert!(Instant::now() < deadline, "timed out waiting for {what}");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Waits until `url` answers 200.
+pub async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration) {
+    let deadline = Instant::now() + timeout;
+    while !client
+        .get(url)
+        .send()
+        .await
+        .is_ok_and(|r| r.status() == 200)
+    {
+        assert!(
+            Instant::now() < deadline,
+            "{url} did not answer 200 in time"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}

@@ -1,0 +1,292 @@
+//! The cache survives a reload and a restart, with real processes: an API process, an edge
+//! process, 1,000 warmed pages. `reviews proxy --reload` under steady load fails no request
+//! and the new edge answers at least 99% of the pages from its cache; purges made while the
+//! two edges overlap are honoured by the new one. SIGTERM and a fresh start with
+//! `cache.snapshot_path` bring the pages back the same way.
+
+use std::net::SocketAddr;
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::time::Duration;
+
+use nix::sys::signal::{Signal, kill};
+
+use crate::helpers::{PidGuard, Proc, api, free_addrs, reviews, wait_ok, wait_until};
+
+const PAGES: u64 = 1000;
+const TOKEN: &str = "warm-cache-token";
+
+struct Stack {
+    dir: tempfile::TempDir,
+    _api: Proc,
+    listen: SocketAddr,
+    admin: SocketAddr,
+    client: reqwest::Client,
+}
+
+impl Stack {
+    async fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (api, api_addr) = api(&d.join("reviews.db"), &d.join("api.log"));
+        let [listen, admin] = free_addrs();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        wait_ok(
+            &client,
+            &format!("http://{api_addr}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await;
+        std::fs::write(
+            d.join("edge.toml"),
+            format!(
+                r#"max_connections = 512
+[listen]
+address = "{listen}"
+[admin]
+address = "{admin}"
+token = "{TOKEN}"
+[[upstream.servers]]
+address = "{api_addr}"
+[cache]
+snapshot_path = "{snapshot}"
+[[cache.routes]]
+path = "/reviews/meta"
+params = ["product_id"]
+[shutdown]
+grace_period = "2s"
+graceful_timeout = "1s"
+upgrade_sock = "{sock}"
+pid_file = "{pid}"
+"#,
+                snapshot = d.join("cache.snapshot").display(),
+                sock = d.join("upgrade.sock").display(),
+                pid = d.join("edge.pid").display(),
+            ),
+        )
+        .unwrap();
+        Stack {
+            dir,
+            _api: api,
+            listen,
+            admin,
+            client,
+        }
+    }
+
+    fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    fn config(&self) -> String {
+        self.path("edge.toml").display().to_string()
+    }
+
+    fn edge(&self, log: &str) -> Proc {
+        reviews(
+            &["proxy", "--config", &self.config()],
+            None,
+            &self.path(log),
+        )
+    }
+
+    async fn ready(&self) {
+        wait_ok(
+            &self.client,
+            &format!("http://{}/healthz", self.admin),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    /// The cache status of `GET /reviews/meta?product_id={id}`.
+    async fn get(&self, id: u64) -> String {
+        let r = self
+            .client
+            .get(format!(
+                "http://{}/reviews/meta?product_id={id}",
+                self.listen
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "page {id}");
+        r.headers()
+            .get("x-cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    /// How many of the pages are answered from the cache.
+    async fn hits(&self) -> u64 {
+        let mut hits = 0;
+        for id in 1..=PAGES {
+            if self.get(id).await == "hit" {
+                hits += 1;
+            }
+        }
+        hits
+    }
+
+    async fn purge_tag(&self, tag: &str) {
+        let r = self
+            .client
+            .post(format!("http://{}/purge?tag={tag}", self.admin))
+            .bearer_auth(TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "purge {tag}");
+    }
+
+    fn pid_in_file(&self) -> u32 {
+        std::fs::read_to_string(self.path("edge.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_keeps_the_cache_and_the_purges_made_during_it() {
+    let s = Stack::start().await;
+    let mut old = s.edge("edge-old.log");
+    s.ready().await;
+    for _ in 0..2 {
+        s.hits().await;
+    }
+    assert!(s.hits().await >= PAGES * 99 / 100, "the cache is warm");
+
+    // Steady load throughout, on every page but 7 and 8 (those prove the purges).
+    let stop = Arc::new(AtomicBool::new(false));
+    let (ok, failed) = (Arc::new(AtomicU64::new(0)), Arc::new(AtomicU64::new(0)));
+    let load = {
+        let (stop, ok, failed) = (stop.clone(), ok.clone(), failed.clone());
+        let (client, listen) = (s.client.clone(), s.listen);
+        tokio::spawn(async move {
+            let mut id = 10;
+            while !stop.load(Ordering::Relaxed) {
+                id = 10 + (id + 37) % (PAGES - 10);
+                let url = format!("http://{listen}/reviews/meta?product_id={id}");
+                match client.get(url).send().await {
+                    Ok(r) if r.status() == 200 => ok.fetch_add(1, Ordering::Relaxed),
+                    _ => failed.fetch_add(1, Ordering::Relaxed),
+                };
+            }
+        })
+    };
+
+    let reload = {
+        let (config, log) = (s.config(), s.path("edge-new.log"));
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_reviews"))
+                .args(["proxy", "--config", &config, "--reload"])
+                .stdin(Stdio::null())
+                .stdout(std::fs::File::create(&log).unwrap())
+                .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+                .status()
+                .unwrap()
+        })
+    };
+    // The old edge has written its cache for the new one: page 7's entry is in that file.
+    // A purge now must still reach the new edge.
+    let handover = Path::new(&format!("{}.cache", s.path("upgrade.sock").display())).to_owned();
+    wait_until("the handover snapshot", Duration::from_secs(30), || {
+        handover.exists()
+    });
+    s.purge_tag("product-7").await;
+    let status = reload.await.unwrap();
+    assert!(status.success(), "reviews proxy --reload failed: {status}");
+    let new_pid = s.pid_in_file();
+    let _new = PidGuard(new_pid);
+    assert_ne!(new_pid, old.0.id());
+    // Both edges serve until the old one has drained: a purge now lands on either.
+    s.purge_tag("product-8").await;
+    let exited = tokio::task::spawn_blocking(move || old.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "the old edge exited with {exited}");
+    stop.store(true, Ordering::Relaxed);
+    load.await.unwrap();
+    assert_eq!(
+        failed.load(Ordering::Relaxed),
+        0,
+        "requests failed during the reload ({} succeeded)",
+        ok.load(Ordering::Relaxed)
+    );
+
+    assert_ne!(
+        s.get(7).await,
+        "hit",
+        "a purge made during the handover is honoured"
+    );
+    assert_ne!(
+        s.get(8).await,
+        "hit",
+        "a purge made while both edges served is honoured"
+    );
+    let hits = s.hits().await;
+    assert!(
+        hits >= PAGES * 99 / 100,
+        "{hits} of {PAGES} pages were hits after the reload"
+    );
+    assert!(
+        !handover.exists(),
+        "the new edge removed the handover files"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_restart_loads_the_snapshot_written_at_sigterm() {
+    let s = Stack::start().await;
+    let mut first = s.edge("edge-first.log");
+    s.ready().await;
+    for _ in 0..2 {
+        s.hits().await;
+    }
+    s.purge_tag("product-5").await;
+    kill(first.pid(), Signal::SIGTERM).unwrap();
+    let exited = tokio::task::spawn_blocking(move || first.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(exited.success(), "the edge exited with {exited}");
+    assert!(
+        s.path("cache.snapshot").exists(),
+        "the snapshot was written"
+    );
+
+    let _second = s.edge("edge-second.log");
+    s.ready().await;
+    assert_ne!(s.get(5).await, "hit", "a purged page does not come back");
+    let hits = s.hits().await;
+    assert!(
+        hits >= PAGES * 99 / 100,
+        "{hits} of {PAGES} pages were hits after the restart"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_damaged_snapshot_is_ignored_and_the_edge_starts_cold() {
+    let s = Stack::start().await;
+    std::fs::write(
+        s.path("cache.snapshot"),
+        b"RVWSNAP1 but then nothing sensible",
+    )
+    .unwrap();
+    let _edge = s.edge("edge.log");
+    s.ready().await;
+    assert_eq!(s.get(1).await, "miss");
+    let log = std::fs::read_to_string(s.path("edge.err")).unwrap();
+    assert!(
+        log.contains("ignoring the cache snapshot"),
+        "the edge says why it starts cold:\n{log}"
+    );
+}
