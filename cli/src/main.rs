@@ -8,6 +8,10 @@ use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
+/// The edge's allocator for every role of the binary (see `reviews_proxy::Allocator`).
+#[global_allocator]
+static ALLOCATOR: reviews_proxy::Allocator = reviews_proxy::Allocator {};
+
 #[derive(Parser)]
 #[command(
     name = "reviews",

@@ -9,6 +9,9 @@
 //! cargo run --release -p reviews-proxy --example cache_memory -- --max-size 64MiB --body 2400 --entries 100000
 //! ```
 
+#[global_allocator]
+static ALLOCATOR: reviews_proxy::Allocator = reviews_proxy::Allocator {};
+
 use std::sync::Arc;
 use std::time::Duration;
 

@@ -4,6 +4,9 @@
 
 use clap::Parser;
 
+#[global_allocator]
+static ALLOCATOR: reviews_proxy::Allocator = reviews_proxy::Allocator {};
+
 #[derive(Parser)]
 struct Cli {
     #[command(flatten)]

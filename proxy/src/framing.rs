@@ -19,8 +19,10 @@
 //!
 //! Every refusal closes the connection: what follows the header cannot be trusted.
 
-use http::{Version, header};
+use http::Version;
 use pingora_http::RequestHeader;
+
+use crate::headers::Scan;
 
 /// Why a request is refused, and how.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -40,21 +42,19 @@ const fn bad(message: &'static str) -> Refusal {
     }
 }
 
-/// Checks a request's framing headers; `Err` says how to refuse it. `raw` is the header block
-/// as received: Pingora removes `Content-Length` from the parsed header when
-/// `Transfer-Encoding` is present, so only the raw bytes still show that both were sent.
-pub fn check(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refusal> {
+/// Checks a request's framing headers (read by `scan`); `Err` says how to refuse it. `raw`
+/// is the header block as received: Pingora removes `Content-Length` from the parsed header
+/// when `Transfer-Encoding` is present, so only the raw bytes still show that both were sent.
+pub fn check(req: &RequestHeader, scan: &Scan, raw: Option<&[u8]>) -> Result<(), Refusal> {
     check_target(req)?;
-    let hosts = req.headers.get_all(header::HOST).iter().count();
-    if hosts > 1 {
+    if scan.hosts > 1 {
         return Err(bad("more than one Host header\n"));
     }
-    if hosts == 0 && req.version == Version::HTTP_11 {
+    if scan.hosts == 0 && req.version == Version::HTTP_11 {
         return Err(bad("HTTP/1.1 request without a Host header\n"));
     }
-    let mut codings = req.headers.get_all(header::TRANSFER_ENCODING).iter();
-    if let Some(first) = codings.next() {
-        if codings.next().is_some() {
+    if let Some(first) = scan.transfer_encoding {
+        if scan.transfer_encodings > 1 {
             return Err(bad("Transfer-Encoding given more than once\n"));
         }
         if raw.is_some_and(names_content_length) {
@@ -77,10 +77,9 @@ pub fn check(req: &RequestHeader, raw: Option<&[u8]>) -> Result<(), Refusal> {
             }
         }
     }
-    let mut lengths = req.headers.get_all(header::CONTENT_LENGTH).iter();
-    if let Some(first) = lengths.next() {
+    if let Some(first) = scan.content_length {
         let plain = first.as_bytes();
-        if lengths.next().is_some() || plain.is_empty() || !plain.iter().all(u8::is_ascii_digit) {
+        if scan.content_lengths > 1 || plain.is_empty() || !plain.iter().all(u8::is_ascii_digit) {
             return Err(bad("Content-Length must be given once, as a number\n"));
         }
     }
@@ -142,7 +141,8 @@ mod tests {
     }
 
     fn status(version: Version, headers: &[(&str, &str)]) -> u16 {
-        check(&req(version, headers), None).map_or_else(|r| r.status, |()| 0)
+        let r = req(version, headers);
+        check(&r, &Scan::of(&r), None).map_or_else(|r| r.status, |()| 0)
     }
 
     #[test]
@@ -188,16 +188,16 @@ mod tests {
             &[("host", "a"), ("transfer-encoding", "chunked")],
         );
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nCONTENT-LENGTH: 5\r\n\r\n";
-        assert_eq!(check(&r, Some(raw)).unwrap_err().status, 400);
+        assert_eq!(check(&r, &Scan::of(&r), Some(raw)).unwrap_err().status, 400);
         let raw = b"POST /x HTTP/1.1\r\nHost: a\r\nTransfer-Encoding: chunked\r\nX-Content-Length: 5\r\n\r\n";
-        assert!(check(&r, Some(raw)).is_ok());
+        assert!(check(&r, &Scan::of(&r), Some(raw)).is_ok());
     }
 
     fn target(t: &str) -> u16 {
         let method = if t == "*" { "OPTIONS" } else { "GET" };
         let mut r = RequestHeader::build(method, t.as_bytes(), None).unwrap();
         r.append_header("host", "a").unwrap();
-        check(&r, None).map_or_else(|r| r.status, |()| 0)
+        check(&r, &Scan::of(&r), None).map_or_else(|r| r.status, |()| 0)
     }
 
     #[test]

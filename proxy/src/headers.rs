@@ -1,6 +1,9 @@
-//! The header names the edge reads and writes, and the one way it reads a `Content-Length`.
+//! The header names the edge reads and writes, the one way it reads a `Content-Length`, and
+//! [`Scan`]: what the edge needs from a request's header fields, in one pass over them
+//! rather than a hash lookup per question (hits included, every request pays for this).
 
-use http::HeaderMap;
+use http::{HeaderMap, HeaderValue, header};
+use pingora_http::RequestHeader;
 
 /// `hit`, `miss`, `stale`, `expired` or `bypass` on every response.
 pub const X_CACHE_STATUS: &str = "x-cache-status";
@@ -22,6 +25,55 @@ pub fn content_length(headers: &HeaderMap) -> Option<usize> {
         return None;
     }
     text.parse().ok()
+}
+
+/// What one pass over a request's fields tells the edge.
+#[derive(Debug, Default)]
+pub struct Scan<'a> {
+    pub hosts: usize,
+    /// The first `Transfer-Encoding` and how many there are.
+    pub transfer_encoding: Option<&'a HeaderValue>,
+    pub transfer_encodings: usize,
+    /// The first `Content-Length` and how many there are.
+    pub content_length: Option<&'a HeaderValue>,
+    pub content_lengths: usize,
+    /// `Authorization` or `Cookie` present: never served from or stored in the cache.
+    pub credentials: bool,
+    pub accept_encoding: Option<&'a [u8]>,
+    /// Fields in the header.
+    pub fields: usize,
+    /// Request line plus fields, near enough as they came on the wire.
+    pub bytes: usize,
+}
+
+impl<'a> Scan<'a> {
+    pub fn of(req: &'a RequestHeader) -> Self {
+        // No `uri.to_string()`: that allocates.
+        let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
+            + req.uri.authority().map_or(0, |a| a.as_str().len());
+        let mut s = Scan {
+            bytes: req.method.as_str().len() + target + 12,
+            ..Scan::default()
+        };
+        for (name, value) in req.headers.iter() {
+            s.fields += 1;
+            s.bytes += name.as_str().len() + value.len() + 4;
+            if name == header::HOST {
+                s.hosts += 1;
+            } else if name == header::TRANSFER_ENCODING {
+                s.transfer_encodings += 1;
+                s.transfer_encoding.get_or_insert(value);
+            } else if name == header::CONTENT_LENGTH {
+                s.content_lengths += 1;
+                s.content_length.get_or_insert(value);
+            } else if name == header::AUTHORIZATION || name == header::COOKIE {
+                s.credentials = true;
+            } else if name == header::ACCEPT_ENCODING && s.accept_encoding.is_none() {
+                s.accept_encoding = Some(value.as_bytes());
+            }
+        }
+        s
+    }
 }
 
 #[cfg(test)]

@@ -24,4 +24,10 @@ mod server;
 pub mod upstream;
 
 pub use config::{EdgeConfig, RouteRule, Upstream};
+
+/// The allocator every binary that runs the edge installs (`#[global_allocator] static A:
+/// reviews_proxy::Allocator = reviews_proxy::Allocator;`): mimalloc. Measured with callgrind on
+/// a cache hit: 8% fewer instructions than glibc's malloc, whose `malloc`/`free` were 15% of
+/// the edge's own work (see proxy/README.md).
+pub type Allocator = mimalloc::MiMalloc;
 pub use server::{ProxyArgs, RunningEdge, init_logging, run, start};

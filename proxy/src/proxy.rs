@@ -33,7 +33,7 @@ use crate::cache::{self, Cache, Entry, Lookup};
 use crate::config::EdgeConfig;
 use crate::downstream::Guarded;
 use crate::framing;
-use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, X_CACHE_STATUS, X_FORWARDED_FOR};
+use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, Scan, X_CACHE_STATUS, X_FORWARDED_FOR};
 use crate::metrics;
 use crate::refresh::{Refresh, Refresher};
 use crate::upstream::{self, Failure};
@@ -147,19 +147,6 @@ fn is_write(m: &Method) -> bool {
     m == Method::POST || m == Method::PUT || m == Method::DELETE || m == Method::PATCH
 }
 
-/// Request header bytes as they came on the wire, near enough: request line plus fields.
-fn header_bytes(req: &RequestHeader) -> usize {
-    // No `uri.to_string()`: that allocates on every request, hits included.
-    let target = req.uri.path_and_query().map_or(1, |p| p.as_str().len())
-        + req.uri.authority().map_or(0, |a| a.as_str().len());
-    let line = req.method.as_str().len() + target + 12;
-    line + req
-        .headers
-        .iter()
-        .map(|(n, v)| n.as_str().len() + v.len() + 4)
-        .sum::<usize>()
-}
-
 /// Pingora's error types for a request body whose chunked framing is broken.
 fn is_bad_body_framing(e: &Error) -> bool {
     matches!(
@@ -219,9 +206,7 @@ impl Edge {
         let head = session.req_header().method == Method::HEAD;
         session.write_response_header(Box::new(h), head).await?;
         if !head {
-            session
-                .write_response_body(Some(body.clone()), true)
-                .await?;
+            session.write_response_body(Some(body), true).await?;
         }
         Ok(())
     }
@@ -384,18 +369,17 @@ impl ProxyHttp for Edge {
             g.header_received();
         }
         let req = session.req_header();
-        let raw = req
-            .headers
-            .contains_key(header::TRANSFER_ENCODING)
-            .then(|| session.as_http1().map(|h1| h1.get_headers_raw_bytes()))
-            .flatten();
-        if let Err(r) = framing::check(req, raw.as_deref()) {
+        let scan = Scan::of(req);
+        let raw = scan
+            .transfer_encoding
+            .and_then(|_| session.as_http1().map(|h1| h1.get_headers_raw_bytes()));
+        if let Err(r) = framing::check(req, &scan, raw.as_deref()) {
             return self
                 .refuse(session, ctx, r.status, r.reason, r.message)
                 .await;
         }
-        if req.headers.len() > self.config.listen.max_headers
-            || header_bytes(req) > self.config.listen.max_header_bytes.bytes() as usize
+        if scan.fields > self.config.listen.max_headers
+            || scan.bytes > self.config.listen.max_header_bytes.bytes() as usize
         {
             return self
                 .refuse(
@@ -422,9 +406,7 @@ impl ProxyHttp for Edge {
             return Ok(false);
         };
         ctx.cache.route = Some(route);
-        if req.headers.contains_key(header::AUTHORIZATION)
-            || req.headers.contains_key(header::COOKIE)
-        {
+        if scan.credentials {
             return Ok(false);
         }
         let Some(key) =
@@ -433,11 +415,7 @@ impl ProxyHttp for Edge {
             // A key parameter given twice: the origin decides what that means, uncached.
             return Ok(false);
         };
-        ctx.cache.accepts = encoding::parse_accept_encoding(
-            req.headers
-                .get(header::ACCEPT_ENCODING)
-                .map(|v| v.as_bytes()),
-        );
+        ctx.cache.accepts = encoding::parse_accept_encoding(scan.accept_encoding);
         let key: Arc<str> = key.into();
         ctx.cache.key = Some(key.clone());
         self.cache_lookup(session, ctx, key).await

@@ -233,8 +233,12 @@ impl Purges {
     }
 }
 
+/// Keys are hashed with foldhash rather than SipHash: every request hashes its key, hits
+/// included. foldhash is seeded per process, so colliding keys cannot be worked out in advance.
+type Store = moka::sync::Cache<Arc<str>, Arc<Entry>, foldhash::fast::RandomState>;
+
 pub struct Cache {
-    store: moka::sync::Cache<Arc<str>, Arc<Entry>>,
+    store: Store,
     purges: Purges,
     flights: Arc<Flights>,
     /// Purges shared with the other process during a zero-downtime upgrade.
@@ -268,7 +272,7 @@ impl Cache {
                 RemovalCause::Explicit => metrics::CACHE_INVALIDATIONS.inc(),
                 RemovalCause::Expired | RemovalCause::Replaced => {}
             })
-            .build();
+            .build_with_hasher(foldhash::fast::RandomState::default());
         Cache {
             store,
             purges: Purges::default(),
