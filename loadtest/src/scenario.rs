@@ -140,7 +140,7 @@ mod tests {
         let err = parse("t.toml", "rate = 100\nduration = \"3x\"\n").unwrap_err();
         let text = err.to_string();
         assert!(
-            text.contains("duration = \"3x\"") && text.contains("expected a number with a unit"),
+            text.contains("duration = \"3x\"") && text.contains("expected a duration like"),
             "{text}"
         );
         let err = parse("t.toml", "ids = \"seq:9..1\"\n").unwrap_err();

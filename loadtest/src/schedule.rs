@@ -57,7 +57,7 @@ impl FromStr for Stage {
             )
         };
         let (rates, duration) = text.trim().split_once(':').ok_or_else(|| err("no ':'"))?;
-        let duration = parse_duration(duration).map_err(|e| err(&e))?;
+        let duration = parse_duration(duration).map_err(|e| err(&e.to_string()))?;
         if duration.is_zero() {
             return Err(err("the duration is zero"));
         }

@@ -79,8 +79,8 @@ impl fmt::Display for ByteSize {
     }
 }
 
-/// A duration written as an integer with a unit: `ms`, `s`, `m` or `h` (`"1500ms"`, `"2s"`).
-/// A bare integer means seconds.
+/// A duration with a unit, in the one grammar every role reads (config files, environment
+/// overrides, command-line flags, load-test scenarios): see [`parse_duration`].
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct HumanDuration(pub Duration);
 
@@ -97,44 +97,98 @@ impl From<Duration> for HumanDuration {
 }
 
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
-#[error("expected a duration like \"250ms\", \"2s\", \"5m\" or \"1h\", got {0:?}")]
+#[error("expected a duration like \"250ms\", \"2s\", \"1m30s\" or \"1h\", got {0:?}")]
 pub struct DurationError(String);
+
+/// Parses `250ms`, `2s`, `1.5s`, `5m`, `1h`, `1m30s`, `250us`; a bare number is seconds.
+/// Units: `h`, `m` (or `min`), `s`, `ms`, `us` (or `µs`), `ns`.
+pub fn parse_duration(text: &str) -> Result<Duration, DurationError> {
+    let err = || DurationError(text.to_owned());
+    let mut rest = text.trim();
+    if rest.is_empty() {
+        return Err(err());
+    }
+    if rest.bytes().all(|b| b.is_ascii_digit()) {
+        return rest.parse().map(Duration::from_secs).map_err(|_| err());
+    }
+    // Whole numbers are added up exactly in nanoseconds; only fractions (`1.5s`) go through
+    // floating point.
+    let mut total: u128 = 0;
+    while !rest.is_empty() {
+        let num_end = rest
+            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
+            .ok_or_else(err)?;
+        if num_end == 0 {
+            return Err(err());
+        }
+        let number = &rest[..num_end];
+        rest = &rest[num_end..];
+        let unit_end = rest
+            .find(|c: char| c.is_ascii_digit() || c == '.')
+            .unwrap_or(rest.len());
+        let nanos_per_unit: u128 = match rest[..unit_end].trim() {
+            "h" => 3_600_000_000_000,
+            "m" | "min" => 60_000_000_000,
+            "s" => 1_000_000_000,
+            "ms" => 1_000_000,
+            "us" | "µs" => 1_000,
+            "ns" => 1,
+            _ => return Err(err()),
+        };
+        let nanos = match number.parse::<u128>() {
+            Ok(whole) => whole.checked_mul(nanos_per_unit).ok_or_else(err)?,
+            Err(_) => {
+                let value: f64 = number.parse().map_err(|_| err())?;
+                let nanos = (value * nanos_per_unit as f64).round();
+                if !nanos.is_finite() || nanos < 0.0 || nanos > u64::MAX as f64 {
+                    return Err(err());
+                }
+                nanos as u128
+            }
+        };
+        total = total.checked_add(nanos).ok_or_else(err)?;
+        rest = &rest[unit_end..];
+    }
+    let secs = u64::try_from(total / 1_000_000_000).map_err(|_| err())?;
+    Ok(Duration::new(secs, (total % 1_000_000_000) as u32))
+}
+
+/// Formats a duration the way [`parse_duration`] reads it, compactly: `60s`, `1m30s`,
+/// `250ms`, `2h`.
+pub fn format_duration(d: Duration) -> String {
+    let ms = d.as_millis();
+    if !d.subsec_nanos().is_multiple_of(1_000_000) {
+        return format!("{}us", d.as_micros());
+    }
+    if !ms.is_multiple_of(1000) {
+        return format!("{ms}ms");
+    }
+    let secs = d.as_secs();
+    let (h, m, s) = (secs / 3600, secs / 60 % 60, secs % 60);
+    let mut out = String::new();
+    if h > 0 {
+        out.push_str(&format!("{h}h"));
+    }
+    if m > 0 {
+        out.push_str(&format!("{m}m"));
+    }
+    if s > 0 || out.is_empty() {
+        out.push_str(&format!("{s}s"));
+    }
+    out
+}
 
 impl FromStr for HumanDuration {
     type Err = DurationError;
 
     fn from_str(s: &str) -> Result<Self, Self::Err> {
-        let err = || DurationError(s.to_owned());
-        let t = s.trim();
-        let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
-        let (num, unit) = t.split_at(split);
-        if num.is_empty() {
-            return Err(err());
-        }
-        let n: u64 = num.parse().map_err(|_| err())?;
-        let d = match unit.trim() {
-            "ms" => Duration::from_millis(n),
-            "" | "s" => Duration::from_secs(n),
-            "m" | "min" => Duration::from_secs(n.checked_mul(60).ok_or_else(err)?),
-            "h" => Duration::from_secs(n.checked_mul(3600).ok_or_else(err)?),
-            _ => return Err(err()),
-        };
-        Ok(HumanDuration(d))
+        parse_duration(s).map(HumanDuration)
     }
 }
 
 impl fmt::Display for HumanDuration {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        let ms = self.0.as_millis();
-        if ms.is_multiple_of(3_600_000) && ms > 0 {
-            write!(f, "{}h", ms / 3_600_000)
-        } else if ms.is_multiple_of(60_000) && ms > 0 {
-            write!(f, "{}m", ms / 60_000)
-        } else if ms.is_multiple_of(1000) {
-            write!(f, "{}s", ms / 1000)
-        } else {
-            write!(f, "{ms}ms")
-        }
+        f.write_str(&format_duration(self.0))
     }
 }
 
@@ -235,9 +289,28 @@ mod tests {
         assert_eq!("1h".parse(), Ok(HumanDuration(Duration::from_secs(3600))));
         assert!("2 days".parse::<HumanDuration>().is_err());
         assert!("s".parse::<HumanDuration>().is_err());
+        assert!("".parse::<HumanDuration>().is_err());
+        assert!("3x".parse::<HumanDuration>().is_err());
+    }
+
+    #[test]
+    fn durations_compound_fractions_and_bare_seconds() {
+        let d = |t: &str| parse_duration(t).unwrap();
+        assert_eq!(d("1m30s"), Duration::from_secs(90));
+        assert_eq!(d("1.5s"), Duration::from_millis(1500));
+        assert_eq!(d("250us"), Duration::from_micros(250));
+        assert_eq!(d("2min"), Duration::from_secs(120));
+        assert_eq!(d("60"), Duration::from_secs(60), "a bare number is seconds");
+        assert_eq!(format_duration(Duration::from_secs(90)), "1m30s");
+        assert_eq!(format_duration(Duration::from_millis(250)), "250ms");
     }
 
     proptest! {
+        #[test]
+        fn parsing_a_duration_never_panics(text in "\\PC{0,12}") {
+            let _ = parse_duration(&text);
+        }
+
         #[test]
         fn sizes_round_trip_through_display(n in 0u64..(1u64 << 50)) {
             let s = ByteSize(n).to_string();
