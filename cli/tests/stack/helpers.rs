@@ -123,3 +123,137 @@ pub async fn wait_ok(client: &reqwest::Client, url: &str, timeout: Duration) {
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
+
+/// The purge token of a [`Stack`]'s edge.
+pub const STACK_TOKEN: &str = "stack-token";
+
+/// An API process and the config of an edge in front of it (cache on `/reviews/meta`, a
+/// snapshot path, a purge token), in a temporary directory; edges are started by the test.
+pub struct Stack {
+    pub dir: tempfile::TempDir,
+    _api: Proc,
+    pub listen: SocketAddr,
+    pub admin: SocketAddr,
+    pub client: reqwest::Client,
+}
+
+impl Stack {
+    pub async fn start() -> Stack {
+        let dir = tempfile::tempdir().unwrap();
+        let d = dir.path();
+        let (api, api_addr) = api(&d.join("reviews.db"), &d.join("api.log"));
+        let [listen, admin] = free_addrs();
+        let client = reqwest::Client::builder()
+            .timeout(Duration::from_secs(10))
+            .build()
+            .unwrap();
+        wait_ok(
+            &client,
+            &format!("http://{api_addr}/readyz"),
+            Duration::from_secs(30),
+        )
+        .await;
+        std::fs::write(
+            d.join("edge.toml"),
+            format!(
+                r#"max_connections = 512
+[listen]
+address = "{listen}"
+[admin]
+address = "{admin}"
+token = "{STACK_TOKEN}"
+[[upstream.servers]]
+address = "{api_addr}"
+[cache]
+snapshot_path = "{snapshot}"
+[[cache.routes]]
+path = "/reviews/meta"
+params = ["product_id"]
+[shutdown]
+grace_period = "2s"
+graceful_timeout = "1s"
+upgrade_sock = "{sock}"
+pid_file = "{pid}"
+"#,
+                snapshot = d.join("cache.snapshot").display(),
+                sock = d.join("upgrade.sock").display(),
+                pid = d.join("edge.pid").display(),
+            ),
+        )
+        .unwrap();
+        Stack {
+            dir,
+            _api: api,
+            listen,
+            admin,
+            client,
+        }
+    }
+
+    pub fn path(&self, name: &str) -> std::path::PathBuf {
+        self.dir.path().join(name)
+    }
+
+    pub fn config(&self) -> String {
+        self.path("edge.toml").display().to_string()
+    }
+
+    pub fn edge(&self, log: &str) -> Proc {
+        self.edge_notifying(log, None)
+    }
+
+    /// An edge process telling `notify` (as `$NOTIFY_SOCKET`) when it is ready.
+    pub fn edge_notifying(&self, log: &str, notify: Option<&Path>) -> Proc {
+        reviews(
+            &["proxy", "--config", &self.config()],
+            notify,
+            &self.path(log),
+        )
+    }
+
+    pub async fn ready(&self) {
+        wait_ok(
+            &self.client,
+            &format!("http://{}/healthz", self.admin),
+            Duration::from_secs(30),
+        )
+        .await;
+    }
+
+    /// The cache status of `GET /reviews/meta?product_id={id}`.
+    pub async fn get(&self, id: u64) -> String {
+        let r = self
+            .client
+            .get(format!(
+                "http://{}/reviews/meta?product_id={id}",
+                self.listen
+            ))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "page {id}");
+        r.headers()
+            .get("x-cache-status")
+            .map(|v| v.to_str().unwrap().to_owned())
+            .unwrap_or_default()
+    }
+
+    pub async fn purge_tag(&self, tag: &str) {
+        let r = self
+            .client
+            .post(format!("http://{}/purge?tag={tag}", self.admin))
+            .bearer_auth(STACK_TOKEN)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "purge {tag}");
+    }
+
+    pub fn pid_in_file(&self) -> u32 {
+        std::fs::read_to_string(self.path("edge.pid"))
+            .unwrap()
+            .trim()
+            .parse()
+            .unwrap()
+    }
+}

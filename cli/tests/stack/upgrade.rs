@@ -13,7 +13,7 @@ use std::time::Duration;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::helpers::{PidGuard, api, free_addrs, reviews, wait_ok, wait_until};
+use crate::helpers::{PidGuard, Stack, wait_until};
 
 /// The next sd_notify datagram, as text.
 fn next_notification(socket: &UnixDatagram) -> String {
@@ -26,58 +26,26 @@ fn next_notification(socket: &UnixDatagram) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn an_upgrade_hands_the_listeners_over_without_failing_a_request() {
-    let dir = tempfile::tempdir().unwrap();
-    let d = dir.path();
-    let (_api, api_addr) = api(&d.join("reviews.db"), &d.join("api.log"));
-    let [listen, admin] = free_addrs();
+    let s = Stack::start().await;
+    let d = s.dir.path();
+    let listen = s.listen;
+    let pid_file = d.join("edge.pid");
+    // Fresh connections for every request: a refused or reset connection during the handover
+    // shows as an error.
     let client = reqwest::Client::builder()
         .pool_max_idle_per_host(0)
         .timeout(Duration::from_secs(5))
         .build()
         .unwrap();
-    wait_ok(
-        &client,
-        &format!("http://{api_addr}/readyz"),
-        Duration::from_secs(30),
-    )
-    .await;
-
-    let pid_file = d.join("edge.pid");
-    let config = d.join("edge.toml");
-    std::fs::write(
-        &config,
-        format!(
-            r#"max_connections = 512
-[listen]
-address = "{listen}"
-[admin]
-address = "{admin}"
-[[upstream.servers]]
-address = "{api_addr}"
-[shutdown]
-grace_period = "1s"
-graceful_timeout = "1s"
-upgrade_sock = "{sock}"
-pid_file = "{pid}"
-"#,
-            admin = admin,
-            sock = d.join("upgrade.sock").display(),
-            pid = pid_file.display(),
-        ),
-    )
-    .unwrap();
-    let config = config.to_str().unwrap();
+    let config = s.config();
+    let config = config.as_str();
     let notify_path = d.join("notify.sock");
     let notify = UnixDatagram::bind(&notify_path).unwrap();
     notify
         .set_read_timeout(Some(Duration::from_secs(30)))
         .unwrap();
 
-    let mut old = reviews(
-        &["proxy", "--config", config],
-        Some(&notify_path),
-        &d.join("edge-old.log"),
-    );
+    let mut old = s.edge_notifying("edge-old.log", Some(&notify_path));
     let old_pid = old.0.id();
     assert_eq!(
         next_notification(&notify),

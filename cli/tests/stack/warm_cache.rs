@@ -4,7 +4,6 @@
 //! two edges overlap are honoured by the new one. SIGTERM and a fresh start with
 //! `cache.snapshot_path` bring the pages back the same way.
 
-use std::net::SocketAddr;
 use std::path::Path;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
@@ -13,144 +12,19 @@ use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::helpers::{PidGuard, Proc, api, free_addrs, reviews, wait_ok, wait_until};
+use crate::helpers::{PidGuard, Stack, wait_until};
 
 const PAGES: u64 = 1000;
-const TOKEN: &str = "warm-cache-token";
 
-struct Stack {
-    dir: tempfile::TempDir,
-    _api: Proc,
-    listen: SocketAddr,
-    admin: SocketAddr,
-    client: reqwest::Client,
-}
-
-impl Stack {
-    async fn start() -> Stack {
-        let dir = tempfile::tempdir().unwrap();
-        let d = dir.path();
-        let (api, api_addr) = api(&d.join("reviews.db"), &d.join("api.log"));
-        let [listen, admin] = free_addrs();
-        let client = reqwest::Client::builder()
-            .timeout(Duration::from_secs(10))
-            .build()
-            .unwrap();
-        wait_ok(
-            &client,
-            &format!("http://{api_addr}/readyz"),
-            Duration::from_secs(30),
-        )
-        .await;
-        std::fs::write(
-            d.join("edge.toml"),
-            format!(
-                r#"max_connections = 512
-[listen]
-address = "{listen}"
-[admin]
-address = "{admin}"
-token = "{TOKEN}"
-[[upstream.servers]]
-address = "{api_addr}"
-[cache]
-snapshot_path = "{snapshot}"
-[[cache.routes]]
-path = "/reviews/meta"
-params = ["product_id"]
-[shutdown]
-grace_period = "2s"
-graceful_timeout = "1s"
-upgrade_sock = "{sock}"
-pid_file = "{pid}"
-"#,
-                snapshot = d.join("cache.snapshot").display(),
-                sock = d.join("upgrade.sock").display(),
-                pid = d.join("edge.pid").display(),
-            ),
-        )
-        .unwrap();
-        Stack {
-            dir,
-            _api: api,
-            listen,
-            admin,
-            client,
+/// How many of the pages are answered from the cache.
+async fn hits(s: &Stack) -> u64 {
+    let mut hits = 0;
+    for id in 1..=PAGES {
+        if s.get(id).await == "hit" {
+            hits += 1;
         }
     }
-
-    fn path(&self, name: &str) -> std::path::PathBuf {
-        self.dir.path().join(name)
-    }
-
-    fn config(&self) -> String {
-        self.path("edge.toml").display().to_string()
-    }
-
-    fn edge(&self, log: &str) -> Proc {
-        reviews(
-            &["proxy", "--config", &self.config()],
-            None,
-            &self.path(log),
-        )
-    }
-
-    async fn ready(&self) {
-        wait_ok(
-            &self.client,
-            &format!("http://{}/healthz", self.admin),
-            Duration::from_secs(30),
-        )
-        .await;
-    }
-
-    /// The cache status of `GET /reviews/meta?product_id={id}`.
-    async fn get(&self, id: u64) -> String {
-        let r = self
-            .client
-            .get(format!(
-                "http://{}/reviews/meta?product_id={id}",
-                self.listen
-            ))
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "page {id}");
-        r.headers()
-            .get("x-cache-status")
-            .map(|v| v.to_str().unwrap().to_owned())
-            .unwrap_or_default()
-    }
-
-    /// How many of the pages are answered from the cache.
-    async fn hits(&self) -> u64 {
-        let mut hits = 0;
-        for id in 1..=PAGES {
-            if self.get(id).await == "hit" {
-                hits += 1;
-            }
-        }
-        hits
-    }
-
-    async fn purge_tag(&self, tag: &str) {
-        let r = self
-            .client
-            .post(format!("http://{}/purge?tag={tag}", self.admin))
-            .bearer_auth(TOKEN)
-            .send()
-            .await
-            .unwrap();
-        assert_eq!(r.status(), 200, "purge {tag}");
-    }
-
-    fn pid_in_file(&self) -> u32 {
-        std::fs::read_to_string(self.path("edge.pid"))
-            .unwrap()
-            .trim()
-            .parse()
-            .unwrap()
-    }
+    hits
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -159,9 +33,9 @@ async fn a_reload_keeps_the_cache_and_the_purges_made_during_it() {
     let mut old = s.edge("edge-old.log");
     s.ready().await;
     for _ in 0..2 {
-        s.hits().await;
+        hits(&s).await;
     }
-    assert!(s.hits().await >= PAGES * 99 / 100, "the cache is warm");
+    assert!(hits(&s).await >= PAGES * 99 / 100, "the cache is warm");
 
     // Steady load throughout, on every page but 7 and 8 (those prove the purges).
     let stop = Arc::new(AtomicBool::new(false));
@@ -232,7 +106,7 @@ async fn a_reload_keeps_the_cache_and_the_purges_made_during_it() {
         "hit",
         "a purge made while both edges served is honoured"
     );
-    let hits = s.hits().await;
+    let hits = hits(&s).await;
     assert!(
         hits >= PAGES * 99 / 100,
         "{hits} of {PAGES} pages were hits after the reload"
@@ -249,7 +123,7 @@ async fn a_restart_loads_the_snapshot_written_at_sigterm() {
     let mut first = s.edge("edge-first.log");
     s.ready().await;
     for _ in 0..2 {
-        s.hits().await;
+        hits(&s).await;
     }
     s.purge_tag("product-5").await;
     kill(first.pid(), Signal::SIGTERM).unwrap();
@@ -266,7 +140,7 @@ async fn a_restart_loads_the_snapshot_written_at_sigterm() {
     let _second = s.edge("edge-second.log");
     s.ready().await;
     assert_ne!(s.get(5).await, "hit", "a purged page does not come back");
-    let hits = s.hits().await;
+    let hits = hits(&s).await;
     assert!(
         hits >= PAGES * 99 / 100,
         "{hits} of {PAGES} pages were hits after the restart"

@@ -291,10 +291,17 @@ pub fn header(path: &Path) -> Result<Header, SnapshotError> {
             reason: "wrong magic number".into(),
         });
     }
-    Ok(Header {
-        writer_pid: u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")),
-        written_unix_ms: u64::from_le_bytes(head[12..20].try_into().expect("8 bytes")),
-    })
+    Ok(Header::from_bytes(&head))
+}
+
+impl Header {
+    /// The pid and time from the 20 header bytes (magic already checked).
+    fn from_bytes(head: &[u8; 20]) -> Self {
+        Header {
+            writer_pid: u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")),
+            written_unix_ms: u64::from_le_bytes(head[12..20].try_into().expect("8 bytes")),
+        }
+    }
 }
 
 /// Reads the records of the file at `path`, calling `each` with every payload once all of
@@ -324,10 +331,7 @@ fn records(path: &Path, mut each: impl FnMut(&Header, &[u8])) -> Result<Header, 
         if &head[..8] != MAGIC {
             return Err(corrupt("wrong magic number"));
         }
-        let h = Header {
-            writer_pid: u32::from_le_bytes(head[8..12].try_into().expect("4 bytes")),
-            written_unix_ms: u64::from_le_bytes(head[12..20].try_into().expect("8 bytes")),
-        };
+        let h = Header::from_bytes(&head);
         header = Some(h);
         let mut count = 0u64;
         let mut payload = Vec::new();
@@ -441,6 +445,16 @@ mod tests {
         assert!(c.store(key.into(), e));
     }
 
+    /// A cache holding `n` small fresh pages.
+    fn filled(n: usize) -> Cache {
+        let c = cache();
+        for i in 0..n {
+            let key = format!("GET /{i}");
+            fill(&c, &key, "t", Duration::from_secs(60), "body");
+        }
+        c
+    }
+
     #[test]
     fn entries_come_back_with_their_headers_bodies_tags_and_remaining_life() {
         let dir = tempfile::tempdir().unwrap();
@@ -524,16 +538,7 @@ mod tests {
     fn a_truncated_or_damaged_snapshot_is_refused_whole() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.snapshot");
-        let a = cache();
-        for i in 0..20 {
-            fill(
-                &a,
-                &format!("GET /{i}"),
-                "t",
-                Duration::from_secs(60),
-                "body",
-            );
-        }
+        let a = filled(20);
         write(&a, &path, Duration::from_secs(5)).unwrap();
         let good = std::fs::read(&path).unwrap();
         let cases: Vec<(&str, Vec<u8>)> = vec![
@@ -569,16 +574,7 @@ mod tests {
     fn a_write_past_its_deadline_is_cut_short_but_valid() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("cache.snapshot");
-        let a = cache();
-        for i in 0..1000 {
-            fill(
-                &a,
-                &format!("GET /{i}"),
-                "t",
-                Duration::from_secs(60),
-                "body",
-            );
-        }
+        let a = filled(1000);
         let w = write(&a, &path, Duration::ZERO).unwrap();
         assert!(w.cut_short && w.entries < 1000);
         assert!(load(&cache(), &path).is_ok());
