@@ -352,8 +352,10 @@ async fn wait_listening(addr: SocketAddr) -> anyhow::Result<()> {
 /// A bare HTTP/1.0 GET, enough for a readiness probe without pulling in an HTTP client.
 async fn get_ok(addr: SocketAddr, path: &str) -> std::io::Result<bool> {
     let mut s = tokio::net::TcpStream::connect(addr).await?;
-    s.write_all(format!("GET {path} HTTP/1.0\r\nHost: localhost\r\n\r\n").as_bytes())
-        .await?;
+    s.write_all(
+        format!("GET {path} HTTP/1.0\r\nHost: localhost\r\nConnection: close\r\n\r\n").as_bytes(),
+    )
+    .await?;
     let mut buf = Vec::new();
     s.read_to_end(&mut buf).await?;
     Ok(buf.starts_with(b"HTTP/1.0 200") || buf.starts_with(b"HTTP/1.1 200"))

@@ -145,6 +145,24 @@ impl Admin {
     }
 }
 
+/// RFC 9112 section 9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
+/// `Connection: keep-alive`.
+fn wants_keepalive(req: &pingora_http::RequestHeader) -> bool {
+    let has = |token: &str| {
+        req.headers
+            .get_all(http::header::CONNECTION)
+            .iter()
+            .filter_map(|v| v.to_str().ok())
+            .flat_map(|v| v.split(','))
+            .any(|t| t.trim().eq_ignore_ascii_case(token))
+    };
+    if req.version == http::Version::HTTP_10 {
+        has("keep-alive")
+    } else {
+        !has("close")
+    }
+}
+
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> Response<Vec<u8>> {
@@ -152,6 +170,12 @@ impl ServeHttp for Admin {
             let req = session.req_header();
             (req.method.clone(), req.uri.path().to_owned())
         };
+        // Pingora's HTTP app turns keep-alive on for every request after parsing it, so an
+        // HTTP/1.0 probe or a `Connection: close` would wait on an open connection for a
+        // close that never comes. Honour what the client asked for.
+        if !wants_keepalive(session.req_header()) {
+            session.set_keepalive(None);
+        }
         match (method, path.as_str()) {
             (Method::GET, "/metrics") => {
                 self.refresh_gauges();

@@ -12,6 +12,8 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, bail};
 use async_trait::async_trait;
 use pingora_core::apps::http_app::HttpServer;
+use pingora_core::listeners::ListenerConfig;
+use pingora_core::protocols::l4::stream::L4BufferSettings;
 use pingora_core::server::configuration::{Opt, ServerConf};
 use pingora_core::server::{RunArgs, Server, ShutdownSignal, ShutdownSignalWatch};
 use pingora_core::services::background::background_service;
@@ -346,7 +348,8 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     let downstream = Downstream::new(proxy, config);
     let open_connections = downstream.open_connections();
     let mut front = Service::new("reviews edge".into(), downstream);
-    front.add_tcp(&config.listen.address.to_string());
+    let buffers = L4BufferSettings::default().write(config.listen.write_buffer.bytes() as usize);
+    front.add_listener(ListenerConfig::tcp(config.listen.address.to_string()).l4_buffer(buffers));
     server.add_service(front);
 
     let admin = Admin {

@@ -7,5 +7,6 @@ mod deploy;
 mod frozen_backend;
 mod helpers;
 mod import;
+mod up;
 mod upgrade;
 mod warm_cache;
