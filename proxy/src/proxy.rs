@@ -69,7 +69,7 @@ pub struct Edge {
     pub balancer: Arc<Balancer>,
     pub cache: Arc<Cache>,
     pub config: Arc<EdgeConfig>,
-    series: metrics::RequestSeries,
+    series: Arc<metrics::RequestSeries>,
     refresher: Arc<Refresher>,
 }
 
@@ -168,7 +168,10 @@ impl Edge {
     pub fn new(config: Arc<EdgeConfig>, balancer: Arc<Balancer>, cache: Arc<Cache>) -> Self {
         let route_labels = config.cache.routes.iter().map(|r| r.label());
         Edge {
-            series: metrics::RequestSeries::new(route_labels.collect(), &CacheStatus::LABELS),
+            series: Arc::new(metrics::RequestSeries::new(
+                route_labels.collect(),
+                &CacheStatus::LABELS,
+            )),
             refresher: Arc::new(Refresher::new(
                 config.clone(),
                 balancer.clone(),
@@ -177,6 +180,15 @@ impl Edge {
             balancer,
             cache,
             config,
+        }
+    }
+
+    /// What the downstream loop needs to answer fresh hits without a proxy session.
+    pub fn hit_path(&self) -> crate::downstream::HitPath {
+        crate::downstream::HitPath {
+            cache: self.cache.clone(),
+            config: self.config.clone(),
+            series: self.series.clone(),
         }
     }
 

@@ -344,8 +344,9 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     let edge = Edge::new(shared.clone(), balancer.clone(), cache.clone());
     // The proxy runs inside `Downstream`, which adds the connection limit and the header
     // deadlines Pingora's own listener loop lacks.
+    let hits = edge.hit_path();
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    let downstream = Downstream::new(proxy, config);
+    let downstream = Downstream::new(proxy, hits, config);
     let open_connections = downstream.open_connections();
     let mut front = Service::new("reviews edge".into(), downstream);
     let buffers = L4BufferSettings::default().write(config.listen.write_buffer.bytes() as usize);

@@ -323,8 +323,8 @@ pub async fn has_reviews(url: &str) -> anyhow::Result<bool> {
     Ok(found.is_some())
 }
 
-/// Builds `name` of the five rating columns for a 1..=5 rating (used in the aggregate
-/// upserts; the rating was checked, so the index is in range).
+/// The aggregate column (`rating_1` … `rating_5`) that counts reviews of `rating` (1..=5;
+/// ratings are validated before a write, the clamp only keeps the index in range).
 fn rating_column(rating: u8) -> &'static str {
     ["rating_1", "rating_2", "rating_3", "rating_4", "rating_5"][(rating.clamp(1, 5) - 1) as usize]
 }

@@ -55,6 +55,9 @@ pub struct Guarded {
     timer: Pin<Box<Sleep>>,
     /// The `deadline_ms` the timer is set to.
     armed_ms: u64,
+    /// Bytes the connection has delivered, so the downstream loop can tell whether Pingora
+    /// read past what it was handed (see `Downstream::process_new`).
+    delivered: AtomicU64,
 }
 
 impl fmt::Debug for Guarded {
@@ -80,6 +83,7 @@ impl Guarded {
             header_timeout,
             timer: Box::pin(tokio::time::sleep_until((epoch + header_timeout).into())),
             armed_ms: ms,
+            delivered: AtomicU64::new(0),
         }
     }
 
@@ -100,6 +104,11 @@ impl Guarded {
             Ordering::Relaxed,
         );
         self.phase.store(IDLE, Ordering::Relaxed);
+    }
+
+    /// Bytes read from the client so far.
+    pub fn delivered(&self) -> u64 {
+        self.delivered.load(Ordering::Relaxed)
     }
 
     /// The guard around a Pingora stream, when it is one.
@@ -127,12 +136,17 @@ impl AsyncRead for Guarded {
     ) -> Poll<io::Result<()>> {
         let this = self.get_mut();
         let phase = this.phase.load(Ordering::Relaxed);
-        if phase == DONE {
-            return Pin::new(&mut this.inner).poll_read(cx, buf);
-        }
         let before = buf.filled().len();
+        if phase == DONE {
+            let r = Pin::new(&mut this.inner).poll_read(cx, buf);
+            let n = (buf.filled().len() - before) as u64;
+            this.delivered.fetch_add(n, Ordering::Relaxed);
+            return r;
+        }
         match Pin::new(&mut this.inner).poll_read(cx, buf) {
             Poll::Ready(Ok(())) => {
+                let n = (buf.filled().len() - before) as u64;
+                this.delivered.fetch_add(n, Ordering::Relaxed);
                 if phase == IDLE && buf.filled().len() > before {
                     // The next request started: its header now has `header_timeout`.
                     let ms = this.now_ms() + this.header_timeout.as_millis() as u64;

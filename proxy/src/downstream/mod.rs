@@ -9,17 +9,20 @@
 //!    and closing);
 //! 2. wraps the socket in [`Guarded`], which enforces the total header deadline and the
 //!    keep-alive idle timeout (see `deadline.rs`);
-//! 3. runs the keep-alive loop Pingora's own HTTP app would run, handing each request to the
-//!    proxy, with pipelining on (requests are answered in order) and the body-read and send
-//!    timeouts of `[listen]`.
+//! 3. runs the keep-alive loop Pingora's own HTTP app would run, with pipelining on (requests
+//!    are answered in order) and the body-read and send timeouts of `[listen]`: each request
+//!    header is read by the hit fast path (`hit.rs`), which answers fresh cache hits itself
+//!    and hands everything else to the proxy with the bytes it read.
 
 mod deadline;
+mod hit;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
 use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
@@ -29,6 +32,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use deadline::{Guarded, HEADER_TIMEOUT_MESSAGE};
+pub use hit::HitPath;
 
 use crate::config::EdgeConfig;
 use crate::metrics;
@@ -43,6 +47,9 @@ const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent
 /// The listener's app: connection slots and deadlines around the proxy.
 pub struct Downstream {
     proxy: Arc<HttpProxy<Edge>>,
+    hits: HitPath,
+    /// Set when a graceful shutdown's last call is over: idle connections end.
+    closing: tokio::sync::watch::Sender<bool>,
     slots: Arc<Semaphore>,
     /// Open connections, for the drain at shutdown (the gauge is per process, this per edge).
     open: Arc<AtomicUsize>,
@@ -80,10 +87,12 @@ impl Drop for OpenConnection {
 }
 
 impl Downstream {
-    pub fn new(proxy: HttpProxy<Edge>, config: &EdgeConfig) -> Self {
+    pub fn new(proxy: HttpProxy<Edge>, hits: HitPath, config: &EdgeConfig) -> Self {
         let l = &config.listen;
         Downstream {
             proxy: Arc::new(proxy),
+            hits,
+            closing: tokio::sync::watch::Sender::new(false),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             open: Arc::new(AtomicUsize::new(0)),
             slot_wait: config.max_connections_wait.get(),
@@ -154,24 +163,75 @@ impl ServerApp for Downstream {
         };
         let _open = OpenConnection::new(slot, &self.open);
         let mut stream: Stream = Box::new(Guarded::new(stream, self.header_timeout));
-        let mut settings: Option<HttpPersistentSettings> = None;
+        let mut closing = self.closing.subscribe();
+        // Bytes read by the fast path and not yet answered (a pipelined next request).
+        let mut pending = BytesMut::new();
+        // Pingora's state after a session that may hold bytes of the next request (see below).
+        let mut carried: Option<HttpPersistentSettings> = None;
+        let mut served: u32 = 0;
         loop {
-            let mut session = ServerSession::new_http1(stream);
-            match settings.take() {
-                Some(s) => s.apply_to_session(&mut session),
-                None => session.set_keepalive_reuses_remaining(self.keepalive_requests),
-            }
+            // Whether Pingora got more than one request header's bytes (or settings that may).
+            let mut handed_whole = true;
+            let remaining = self.keepalive_requests.map(|n| n.saturating_sub(served));
+            let mut session = match carried.take() {
+                Some(settings) => {
+                    let mut session = ServerSession::new_http1(stream);
+                    settings.apply_to_session(&mut session);
+                    session
+                }
+                None => {
+                    let keep = !*shutdown.borrow() && remaining != Some(0);
+                    match self
+                        .hits
+                        .next(&mut stream, &mut pending, keep, &mut closing)
+                        .await
+                    {
+                        hit::Next::Close => return None,
+                        hit::Next::Served => {
+                            served = served.saturating_add(1);
+                            if let Some(g) = Guarded::of(&stream) {
+                                g.await_next_request(self.keepalive_timeout);
+                            }
+                            continue;
+                        }
+                        hit::Next::Proxy { prefix, whole } => {
+                            handed_whole = whole;
+                            let mut session = ServerSession::new_http1(stream);
+                            session.set_pipelined_prefix(prefix);
+                            session
+                        }
+                    }
+                }
+            };
+            session.set_keepalive_reuses_remaining(remaining);
             self.configure(&mut session);
             if *shutdown.borrow() {
                 session.set_keepalive(None);
             }
+            let before = session
+                .stream()
+                .and_then(Guarded::of)
+                .map(Guarded::delivered);
             let reused = self.proxy.process_new_http(session, shutdown).await?;
-            let (next, next_settings) = reused.consume();
-            if let Some(g) = Guarded::of(&next) {
+            served = served.saturating_add(1);
+            let (next, settings) = reused.consume();
+            // Pingora keeps bytes it read past its request (a pipelined next request) inside
+            // `settings`, out of reach. If it was handed one request header and read nothing
+            // more from the socket, there are none, and the fast path reads the next request;
+            // otherwise (a body, pipelined requests) the next request is Pingora's too, with
+            // those settings.
+            let guard = Guarded::of(&next);
+            let read_more = match (before, guard.map(Guarded::delivered)) {
+                (Some(b), Some(a)) => a != b,
+                _ => true,
+            };
+            if handed_whole || read_more {
+                carried = settings;
+            }
+            if let Some(g) = guard {
                 g.await_next_request(self.keepalive_timeout);
             }
             stream = next;
-            settings = next_settings;
         }
     }
 
@@ -183,6 +243,7 @@ impl ServerApp for Downstream {
     /// idle readers and those connections close.
     async fn cleanup(&self) {
         tokio::time::sleep(LAST_CALL.min(self.keepalive_timeout)).await;
+        self.closing.send_replace(true);
         self.proxy.http_cleanup().await;
     }
 }

@@ -7,6 +7,7 @@ mod cache;
 mod config;
 mod framing;
 mod helpers;
+mod hit_path;
 mod invalidation;
 mod limits;
 mod metrics;

@@ -1,0 +1,393 @@
+//! The cache-hit fast path. A hit is what the edge exists for, yet through Pingora's proxy
+//! path it paid for a whole proxy session: a boxed ~10 KB future, a parsed `RequestHeader`
+//! with its `HeaderMap`, the per-request context, a cloned `ResponseHeader` with four inserted
+//! fields, and the hooks. That made an identity hit cost more than NGINX's (which reads the
+//! cached file with two `pread`s). Here the downstream loop reads the request header itself
+//! and, when it is a plain `GET`/`HEAD` whose key has a fresh entry, writes the stored
+//! response straight to the socket: one parse, one lookup, one write.
+//!
+//! Anything else goes to Pingora untouched: the bytes read so far become the session's
+//! pipelined prefix, so Pingora parses exactly what the client sent (framing checks, 4xx
+//! answers, stale serving and misses all stay where they are). The fast path only takes a
+//! request when nothing about it needs judgement:
+//!
+//! - it parses strictly (`httparse`), within `listen.max_header_bytes` and `max_headers`;
+//! - `GET` or `HEAD`, HTTP/1.1 with exactly one `Host` or HTTP/1.0 with at most one;
+//! - an origin-form target of plain URI characters, with no control character, escaped or not;
+//! - no `Content-Length`, `Transfer-Encoding`, `Expect` or `Upgrade` (no body, no protocol
+//!   switch), no `Authorization` or `Cookie` (never served from the cache);
+//! - its route is cached, its key is well formed, and the entry is fresh.
+//!
+//! The answer is byte for byte what the proxy path sends for a hit (same fields, same
+//! order, `Connection` as Pingora sets it), and it is counted in the same metrics series.
+
+use std::sync::Arc;
+use std::time::Instant;
+
+use bytes::{Buf, BufMut, BytesMut};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+use crate::cache::encoding::{Accepts, parse_accept_encoding};
+use crate::cache::{Cache, Lookup, key::cache_key};
+use crate::config::EdgeConfig;
+use crate::metrics::RequestSeries;
+use crate::proxy::CacheStatus;
+
+use super::Guarded;
+use pingora_core::protocols::Stream;
+
+/// Field slots for the strict parse; a request with more goes to Pingora (which applies
+/// `listen.max_headers` and answers 431 itself).
+const MAX_FIELDS: usize = 64;
+
+/// What the downstream loop does with the connection next.
+pub enum Next {
+    /// Nothing more on this connection: the client closed, a deadline passed, or the answer
+    /// said `Connection: close`.
+    Close,
+    /// A hit was answered; read the next request.
+    Served,
+    /// Pingora takes this request: `prefix` is everything read and not answered. `whole`:
+    /// it holds more than the request's header (a body may follow, or pipelined requests
+    /// did), so what comes next on the connection is Pingora's to read.
+    Proxy { prefix: BytesMut, whole: bool },
+}
+
+/// The parts of the edge the fast path reads.
+pub struct HitPath {
+    pub cache: Arc<Cache>,
+    pub config: Arc<EdgeConfig>,
+    pub series: Arc<RequestSeries>,
+}
+
+/// A request the fast path may answer.
+struct Simple<'a> {
+    head: bool,
+    path: &'a str,
+    query: Option<&'a str>,
+    keepalive: bool,
+    accept_encoding: Option<&'a [u8]>,
+    /// Length of the header block.
+    len: usize,
+}
+
+enum Parse<'a> {
+    /// More bytes needed.
+    Partial,
+    Simple(Simple<'a>),
+    /// A complete header the fast path leaves to Pingora; `len` is its length, `body` whether
+    /// a body may follow it.
+    Other {
+        len: usize,
+        body: bool,
+    },
+    /// Unparseable: Pingora answers it (400) from the same bytes.
+    Invalid,
+}
+
+impl HitPath {
+    /// Reads the next request into `pending` (which may already hold it, pipelined) and
+    /// answers it if it is a fresh hit. `keepalive`: whether the connection may stay open
+    /// after this answer (not shutting down, requests left). `closing` ends an idle wait.
+    pub async fn next(
+        &self,
+        stream: &mut Stream,
+        pending: &mut BytesMut,
+        keepalive: bool,
+        closing: &mut tokio::sync::watch::Receiver<bool>,
+    ) -> Next {
+        let listen = &self.config.listen;
+        let max_bytes = listen.max_header_bytes.bytes() as usize;
+        loop {
+            if !pending.is_empty() {
+                match parse(pending, max_bytes, listen.max_headers) {
+                    Parse::Partial => {}
+                    Parse::Invalid => {
+                        return Next::Proxy {
+                            prefix: pending.split(),
+                            whole: true,
+                        };
+                    }
+                    Parse::Other { len, body } => {
+                        received(stream);
+                        return hand_over(pending, len, body);
+                    }
+                    Parse::Simple(req) => {
+                        received(stream);
+                        let len = req.len;
+                        let served = self.serve(stream, &req, keepalive).await;
+                        return match served {
+                            Served::Hit { keep } => {
+                                pending.advance(len);
+                                if keep { Next::Served } else { Next::Close }
+                            }
+                            Served::Failed => Next::Close,
+                            Served::NotFresh => hand_over(pending, len, false),
+                        };
+                    }
+                }
+                if pending.len() > max_bytes {
+                    // Too large for the fast path: Pingora reads on and answers 431.
+                    return Next::Proxy {
+                        prefix: pending.split(),
+                        whole: true,
+                    };
+                }
+            }
+            pending.reserve(4096);
+            let read = if pending.is_empty() {
+                // Idle between requests: a graceful shutdown's last call ends the wait.
+                tokio::select! {
+                    biased;
+                    r = stream.read_buf(pending) => r,
+                    _ = closing.wait_for(|c| *c) => return Next::Close,
+                }
+            } else {
+                stream.read_buf(pending).await
+            };
+            match read {
+                Ok(0) | Err(_) => return Next::Close,
+                Ok(_) => {}
+            }
+        }
+    }
+
+    async fn serve(&self, stream: &mut Stream, req: &Simple<'_>, keepalive: bool) -> Served {
+        let cache = &self.cache;
+        if !cache.config.enabled {
+            return Served::NotFresh;
+        }
+        let Some(route) = cache.config.routes.iter().position(|r| r.matches(req.path)) else {
+            return Served::NotFresh;
+        };
+        let Some(key) = cache_key(req.path, req.query, &cache.config.routes[route]) else {
+            return Served::NotFresh;
+        };
+        let Lookup::Fresh(entry) = cache.lookup(&key) else {
+            return Served::NotFresh;
+        };
+        let start = Instant::now();
+        let accepts: Accepts = parse_accept_encoding(req.accept_encoding);
+        let (enc, body) = entry.body_for(accepts, &cache.compression);
+        let keep = keepalive && req.keepalive;
+        let status = entry.header.status;
+
+        let mut out = BytesMut::with_capacity(384 + if req.head { 0 } else { body.len() });
+        out.put_slice(b"HTTP/1.1 ");
+        out.put_slice(status.as_str().as_bytes());
+        out.put_u8(b' ');
+        out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+        out.put_slice(b"\r\n");
+        entry.header.header_to_h1_wire(&mut out);
+        out.put_slice(b"Content-Length: ");
+        out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
+        out.put_slice(b"\r\n");
+        if let Some(v) = enc.header_value() {
+            out.put_slice(b"Content-Encoding: ");
+            out.put_slice(v.as_bytes());
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"Age: ");
+        out.put_slice(
+            itoa::Buffer::new()
+                .format(entry.age(start).as_secs())
+                .as_bytes(),
+        );
+        out.put_slice(b"\r\nx-cache-status: hit\r\n");
+        out.put_slice(if keep {
+            &b"Connection: keep-alive\r\n\r\n"[..]
+        } else {
+            &b"Connection: close\r\n\r\n"[..]
+        });
+        if !req.head {
+            out.put_slice(&body);
+        }
+        let send_timeout = self.config.listen.send_timeout.get();
+        let sent = tokio::time::timeout(send_timeout, async {
+            stream.write_all(&out).await?;
+            stream.flush().await
+        })
+        .await;
+        let method = if req.head { "HEAD" } else { "GET" };
+        self.series.observe(
+            Some(route),
+            method,
+            status.as_u16(),
+            CacheStatus::Hit as usize,
+            start.elapsed().as_secs_f64(),
+        );
+        match sent {
+            Ok(Ok(())) => Served::Hit { keep },
+            _ => {
+                crate::metrics::CLIENT_ABORTS
+                    .with_label_values(&["response"])
+                    .inc();
+                Served::Failed
+            }
+        }
+    }
+}
+
+/// Gives Pingora every byte read so far; see [`Next::Proxy`].
+fn hand_over(pending: &mut BytesMut, header_len: usize, body: bool) -> Next {
+    let whole = body || pending.len() > header_len;
+    Next::Proxy {
+        prefix: pending.split(),
+        whole,
+    }
+}
+
+enum Served {
+    Hit {
+        keep: bool,
+    },
+    /// The write failed or timed out: the connection is done.
+    Failed,
+    /// No fresh entry (or not cacheable after all): Pingora takes the request.
+    NotFresh,
+}
+
+/// Marks the header as complete, so the header deadline no longer applies to this request.
+fn received(stream: &Stream) {
+    if let Some(g) = Guarded::of(stream) {
+        g.header_received();
+    }
+}
+
+/// Bytes allowed in a fast-path request target: RFC 3986 unreserved, sub-delims, `:@/?%`.
+/// Anything else (a space, `"`, `{`, non-ASCII…) is left to Pingora, which escapes or refuses it.
+fn plain_target_byte(b: u8) -> bool {
+    b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
+}
+
+/// `%00`–`%1F` or `%7F` in the path: the framing check refuses those.
+fn escaped_control(path: &[u8]) -> bool {
+    path.windows(3).any(|w| {
+        w[0] == b'%'
+            && matches!(
+                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
+                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
+            )
+    })
+}
+
+fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
+    let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
+    let mut req = httparse::Request::new(&mut fields);
+    let len = match req.parse(buf) {
+        Ok(httparse::Status::Complete(len)) => len,
+        Ok(httparse::Status::Partial) => return Parse::Partial,
+        Err(_) => return Parse::Invalid,
+    };
+    let other = |body| Parse::Other { len, body };
+    let mut hosts = 0;
+    let mut close = false;
+    let mut keep_alive = false;
+    let mut accept_encoding = None;
+    for f in req.headers.iter() {
+        let name = f.name.as_bytes();
+        let is = |n: &str| name.eq_ignore_ascii_case(n.as_bytes());
+        if is("content-length") || is("transfer-encoding") || is("expect") {
+            return other(true);
+        } else if is("host") {
+            hosts += 1;
+        } else if is("authorization") || is("cookie") || is("upgrade") {
+            return other(false);
+        } else if is("connection") {
+            for token in f.value.split(|&b| b == b',') {
+                let t = token.trim_ascii();
+                close |= t.eq_ignore_ascii_case(b"close");
+                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            }
+        } else if is("accept-encoding") && accept_encoding.is_none() {
+            accept_encoding = Some(f.value);
+        }
+    }
+    let version = req.version.unwrap_or(1);
+    let head = match req.method {
+        Some("GET") => false,
+        Some("HEAD") => true,
+        _ => return other(false),
+    };
+    let target = req.path.unwrap_or("");
+    let hosts_ok = if version == 1 { hosts == 1 } else { hosts <= 1 };
+    if len > max_bytes
+        || req.headers.len() > max_fields
+        || !hosts_ok
+        || !target.starts_with('/')
+        || !target.bytes().all(plain_target_byte)
+    {
+        return other(false);
+    }
+    let (path, query) = match target.split_once('?') {
+        Some((p, q)) => (p, Some(q)),
+        None => (target, None),
+    };
+    if escaped_control(path.as_bytes()) {
+        return other(false);
+    }
+    Parse::Simple(Simple {
+        head,
+        path,
+        query,
+        keepalive: !close && (version == 1 || keep_alive),
+        accept_encoding,
+        len,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn simple(raw: &str) -> bool {
+        matches!(parse(raw.as_bytes(), 16 << 10, 96), Parse::Simple(_))
+    }
+
+    #[test]
+    fn only_plain_reads_take_the_fast_path() {
+        assert!(simple(
+            "GET /reviews?product_id=1 HTTP/1.1\r\nHost: x\r\n\r\n"
+        ));
+        assert!(simple("HEAD /reviews HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(simple("GET /reviews HTTP/1.0\r\n\r\n"));
+        for other in [
+            "POST /reviews HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nHost: y\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nCookie: a=b\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nauthorization: x\r\n\r\n",
+            "GET /reviews HTTP/1.1\r\nHost: x\r\nUpgrade: h2c\r\n\r\n",
+            "GET /re%00views HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /re%7fviews HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET http://x/reviews HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET /r\"x HTTP/1.1\r\nHost: x\r\n\r\n",
+        ] {
+            assert!(!simple(other), "{other:?}");
+        }
+        assert!(matches!(
+            parse(b"GET /reviews HTTP/1.1\r\nHo", 16 << 10, 96),
+            Parse::Partial
+        ));
+        assert!(matches!(
+            parse(b"GET /reviews HTTP/1.1\r\nHo st: x\r\n\r\n", 16 << 10, 96),
+            Parse::Invalid
+        ));
+    }
+
+    #[test]
+    fn keep_alive_follows_the_version_and_connection_tokens() {
+        let keep = |raw: &str| match parse(raw.as_bytes(), 16 << 10, 96) {
+            Parse::Simple(s) => s.keepalive,
+            _ => panic!("not simple: {raw:?}"),
+        };
+        assert!(keep("GET / HTTP/1.1\r\nHost: x\r\n\r\n"));
+        assert!(!keep(
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+        ));
+        assert!(!keep("GET / HTTP/1.0\r\n\r\n"));
+        assert!(keep("GET / HTTP/1.0\r\nConnection: Keep-Alive\r\n\r\n"));
+    }
+}
