@@ -13,22 +13,22 @@
 //!
 //! [`run`] is the whole command; [`execute`] runs a [`Plan`] in-process, as tests do.
 
-pub mod args;
+pub(crate) mod args;
 pub mod client;
-pub mod cpu_time;
-pub mod driver;
+pub(crate) mod cpu_time;
+pub(crate) mod driver;
 pub mod edge_metrics;
-pub mod html;
-pub mod ids;
+pub(crate) mod html;
+pub(crate) mod ids;
 pub mod plan;
-pub mod record;
+pub(crate) mod record;
 pub mod report;
 pub mod scenario;
 pub mod schedule;
 pub mod target;
-pub mod terminal;
-pub mod thresholds;
-pub mod units;
+pub(crate) mod terminal;
+pub(crate) mod thresholds;
+pub(crate) mod units;
 
 use std::io::Write as _;
 use std::path::Path;

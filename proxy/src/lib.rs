@@ -5,23 +5,23 @@
 //!
 //! `reviews proxy --config edge.toml` calls [`run`]; tests and `reviews up` call [`start`].
 
-pub mod admin;
-pub mod balancer;
+pub(crate) mod admin;
+pub(crate) mod balancer;
 pub mod cache;
 pub mod config;
-pub mod downstream;
-pub mod drain;
-pub mod framing;
-pub mod handover;
-pub mod headers;
-pub mod health;
+pub(crate) mod downstream;
+pub(crate) mod drain;
+pub(crate) mod framing;
+pub(crate) mod handover;
+pub(crate) mod headers;
+pub(crate) mod health;
 pub mod logbridge;
-pub mod metrics;
-pub mod notify;
-pub mod proxy;
-pub mod refresh;
+pub(crate) mod metrics;
+pub(crate) mod notify;
+pub(crate) mod proxy;
+pub(crate) mod refresh;
 mod server;
-pub mod upstream;
+pub(crate) mod upstream;
 
 pub use config::{EdgeConfig, RouteRule, Upstream};
 

@@ -218,10 +218,6 @@ pub fn status_class_index(status: u16) -> usize {
     }
 }
 
-pub fn status_class(status: u16) -> &'static str {
-    STATUS_CLASSES[status_class_index(status)]
-}
-
 fn method_index(method: &str) -> usize {
     METHODS[..7].iter().position(|m| *m == method).unwrap_or(7)
 }
@@ -299,13 +295,13 @@ mod tests {
 
     #[test]
     fn status_classes_cover_every_status() {
-        assert_eq!(status_class(100), "1xx");
-        assert_eq!(status_class(204), "2xx");
-        assert_eq!(status_class(304), "3xx");
-        assert_eq!(status_class(431), "4xx");
-        assert_eq!(status_class(599), "5xx");
-        assert_eq!(status_class(0), "none");
-        assert_eq!(status_class(600), "none");
+        assert_eq!(STATUS_CLASSES[status_class_index(100)], "1xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(204)], "2xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(304)], "3xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(431)], "4xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(599)], "5xx");
+        assert_eq!(STATUS_CLASSES[status_class_index(0)], "none");
+        assert_eq!(STATUS_CLASSES[status_class_index(600)], "none");
     }
 
     #[test]

@@ -31,7 +31,7 @@ use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
-pub use deadline::{Guarded, HEADER_TIMEOUT_MESSAGE};
+pub use deadline::Guarded;
 pub use hit::HitPath;
 
 use crate::config::EdgeConfig;
