@@ -26,7 +26,7 @@ pub mod store;
 use std::process::ExitCode;
 
 /// `reviews api`: loads the configuration, then serves (or only checks, with `--check`).
-pub fn main(args: config::ApiArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: config::ApiArgs) -> anyhow::Result<ExitCode> {
     let config = args.load()?;
     if args.check {
         print!("{}", config.to_toml());

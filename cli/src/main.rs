@@ -41,26 +41,20 @@ enum Command {
     Load(reviews_loadtest::LoadArgs),
 }
 
-/// Runs an async data tool to completion on a runtime of its own.
-fn block_on<T>(f: impl std::future::Future<Output = anyhow::Result<T>>) -> anyhow::Result<T> {
-    tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        .build()?
-        .block_on(f)
-}
-
 fn main() -> ExitCode {
     let cli = Cli::parse();
     if matches!(cli.command, Command::Api(_) | Command::Proxy(_)) {
         lifeline::watch_parent();
     }
+    // Every role has the same entry point: `run(args) -> anyhow::Result<ExitCode>`, building
+    // whatever runtime it needs. The importer's and the load tester's own exit codes are in
+    // their `--help`.
     let result = match cli.command {
-        Command::Api(args) => reviews_api::main(args),
-        // The importer's own exit codes (rows rejected, verify failed) are in `import --help`.
-        Command::Import(args) => block_on(reviews_api::import::run_cli(args)),
-        Command::Generate(args) => reviews_api::generate::run_cli(args).map(|()| ExitCode::SUCCESS),
-        Command::Proxy(args) => reviews_proxy::run(args).map(|()| ExitCode::SUCCESS),
-        Command::Up(args) => up::main(args),
+        Command::Api(args) => reviews_api::run(args),
+        Command::Import(args) => reviews_api::import::run(args),
+        Command::Generate(args) => reviews_api::generate::run(args),
+        Command::Proxy(args) => reviews_proxy::run(args),
+        Command::Up(args) => up::run(args),
         Command::Load(args) => reviews_loadtest::run(args),
     };
     match result {

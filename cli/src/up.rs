@@ -51,17 +51,17 @@ pub struct UpArgs {
     pub demo_products: u64,
 }
 
-pub fn main(args: UpArgs) -> anyhow::Result<ExitCode> {
+pub fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
     if args.apis == 0 {
         bail!("--apis must be at least 1");
     }
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    rt.block_on(run(args))
+    rt.block_on(up(args))
 }
 
-async fn run(args: UpArgs) -> anyhow::Result<ExitCode> {
+async fn up(args: UpArgs) -> anyhow::Result<ExitCode> {
     let dir = args
         .db
         .parent()

@@ -13,6 +13,6 @@ struct Cli {
     args: reviews_proxy::ProxyArgs,
 }
 
-fn main() -> anyhow::Result<()> {
+fn main() -> anyhow::Result<std::process::ExitCode> {
     reviews_proxy::run(Cli::parse().args)
 }

@@ -30,4 +30,10 @@ pub use config::{EdgeConfig, RouteRule, Upstream};
 /// a cache hit: 8% fewer instructions than glibc's malloc, whose `malloc`/`free` were 15% of
 /// the edge's own work (see proxy/README.md).
 pub type Allocator = mimalloc::MiMalloc;
-pub use server::{ProxyArgs, RunningEdge, init_logging, run, start};
+pub use server::{ProxyArgs, RunningEdge, init_logging, start};
+
+/// `reviews proxy`: runs the edge until it is stopped (or only checks the config, or asks the
+/// running edge to reload). The same entry-point shape as every role of the `reviews` binary.
+pub fn run(args: ProxyArgs) -> anyhow::Result<std::process::ExitCode> {
+    server::run(args).map(|()| std::process::ExitCode::SUCCESS)
+}

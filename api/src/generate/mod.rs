@@ -27,6 +27,7 @@ pub mod text;
 
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::process::ExitCode;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, bail};
@@ -164,10 +165,10 @@ impl fmt::Display for GenerateSummary {
 }
 
 /// `reviews generate`: generates and prints what was written.
-pub fn run_cli(args: GenerateArgs) -> anyhow::Result<()> {
+pub fn run(args: GenerateArgs) -> anyhow::Result<ExitCode> {
     let summary = generate(&GenerateOptions::from(args))?;
     println!("{summary}");
-    Ok(())
+    Ok(ExitCode::SUCCESS)
 }
 
 /// One review's values (the generator's own, so text buffers are reused).

@@ -271,9 +271,17 @@ impl fmt::Display for ImportSummary {
     }
 }
 
-/// `reviews import`: runs the import and prints the summary; an import that ran but did not
-/// succeed (rejects, nothing loaded, a failed verify) prints it too and exits with its code.
-pub async fn run_cli(args: ImportArgs) -> anyhow::Result<ExitCode> {
+/// `reviews import`: runs the import on a runtime of its own and prints the summary; an
+/// import that ran but did not succeed (rejects, nothing loaded, a failed verify) prints it
+/// too and exits with its code.
+pub fn run(args: ImportArgs) -> anyhow::Result<ExitCode> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?
+        .block_on(run_async(args))
+}
+
+async fn run_async(args: ImportArgs) -> anyhow::Result<ExitCode> {
     match import(&ImportOptions::from(args)).await {
         Ok(summary) => {
             println!("{summary}");

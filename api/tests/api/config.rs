@@ -91,6 +91,6 @@ fn check_prints_the_effective_config_and_exits() {
         ..Default::default()
     };
     // Would block serving forever without --check.
-    let code = reviews_api::main(args).unwrap();
+    let code = reviews_api::run(args).unwrap();
     assert_eq!(code, std::process::ExitCode::SUCCESS);
 }
