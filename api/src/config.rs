@@ -14,7 +14,7 @@ pub use reviews_shared::logging::{LogConfig, LogFormat};
 use reviews_shared::units::HumanDuration;
 use serde::{Deserialize, Serialize};
 
-use crate::store::DbLimits;
+use crate::store::{Backend, DbLimits};
 
 /// The most connections `server.max_connections` may allow (each costs a file descriptor and a
 /// task; far more than one process serves well).
@@ -211,6 +211,13 @@ impl ApiConfig {
         }
         if self.database.url.trim().is_empty() {
             return invalid("database.url", "\"\"".into(), "must name a database");
+        }
+        if let Err(e) = Backend::parse(&self.database.url) {
+            return invalid(
+                "database.url",
+                format!("{:?}", e.url),
+                "expected postgres://…, postgresql://…, sqlite://…, sqlite:… or a file path",
+            );
         }
         if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {
             return invalid(

@@ -62,6 +62,7 @@ use self::progress::{Progress, group};
 use self::rows::{CharacteristicReviewRow, CharacteristicRow, CsvRow, PhotoRow, ReviewRow};
 use self::sqlite::{SqliteRow, SqliteTarget};
 use self::verify::{Checksums, VerifyReport};
+use crate::store::Backend;
 
 pub use self::outcome::{ImportFailure, RejectLimit};
 pub use self::rejects::{Reject, RejectClass, RejectEntry, read_rejects};
@@ -420,26 +421,8 @@ fn current_uid() -> String {
         .unwrap_or_else(|| "?".into())
 }
 
-/// Which backend a URL means: `postgres://` / `postgresql://` → PostgreSQL; `sqlite:` or a
-/// bare path → SQLite; another scheme is an error.
-fn is_postgres(url: &str) -> anyhow::Result<bool> {
-    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
-        Ok(true)
-    } else if url.starts_with("sqlite:") || !url.contains("://") {
-        Ok(false)
-    } else {
-        bail!(
-            "unsupported database URL {url:?}: expected postgres://…, postgresql://…, sqlite://… or a file path"
-        )
-    }
-}
-
 fn target_name(url: &str) -> &'static str {
-    if is_postgres(url).unwrap_or(false) {
-        "postgres"
-    } else {
-        "sqlite"
-    }
+    Backend::parse(url).map_or("sqlite", Backend::name)
 }
 
 /// `"name"` with embedded quotes doubled: an SQL identifier on both backends.
@@ -458,10 +441,9 @@ enum Target {
 
 impl Target {
     async fn open(url: &str) -> anyhow::Result<Self> {
-        Ok(if is_postgres(url)? {
-            Target::Postgres(PgTarget::open(url).await?)
-        } else {
-            Target::Sqlite(SqliteTarget::open(url).await?)
+        Ok(match Backend::parse(url)? {
+            Backend::Postgres => Target::Postgres(PgTarget::open(url).await?),
+            Backend::Sqlite => Target::Sqlite(SqliteTarget::open(url).await?),
         })
     }
 
@@ -665,16 +647,6 @@ fn send<T>(tx: &mpsc::Sender<Vec<T>>, batch: &mut Vec<T>) -> anyhow::Result<()> 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn postgres_urls_pick_postgres_and_paths_pick_sqlite() {
-        assert!(is_postgres("postgres://u@h/db").unwrap());
-        assert!(is_postgres("postgresql://u@h/db").unwrap());
-        assert!(!is_postgres("sqlite://reviews.db").unwrap());
-        assert!(!is_postgres("sqlite:reviews.db").unwrap());
-        assert!(!is_postgres("/tmp/reviews.db").unwrap());
-        assert!(is_postgres("mysql://h/db").is_err());
-    }
 
     #[test]
     fn an_unreadable_input_says_permission_denied_not_not_found() {

@@ -44,16 +44,6 @@ pub trait SqliteRow: CsvRow {
     fn from_db(row: &DbRow) -> Result<Self, sqlx::Error>;
 }
 
-/// Options for a `sqlite://path`, `sqlite:path` or bare-path URL.
-pub fn connect_options(url: &str) -> anyhow::Result<SqliteConnectOptions> {
-    let opts = if url.starts_with("sqlite:") {
-        SqliteConnectOptions::from_str(url).with_context(|| format!("bad SQLite URL {url:?}"))?
-    } else {
-        SqliteConnectOptions::new().filename(url)
-    };
-    Ok(opts)
-}
-
 pub struct SqliteTarget {
     conn: SqliteConnection,
     /// (name, CREATE INDEX statement) to rebuild after loading.
@@ -63,9 +53,9 @@ pub struct SqliteTarget {
 impl SqliteTarget {
     /// Opens (creating the file if missing) and migrates.
     pub async fn open(url: &str) -> anyhow::Result<Self> {
-        let opts = connect_options(url)?
+        let opts = crate::store::sqlite_connect_options(url)
+            .with_context(|| format!("bad SQLite URL {url:?}"))?
             .create_if_missing(true)
-            .journal_mode(SqliteJournalMode::Wal)
             // A crash mid-import needs a rerun with --replace anyway, so durability of each
             // intermediate commit buys nothing; finish() turns syncing back on.
             .synchronous(SqliteSynchronous::Off)

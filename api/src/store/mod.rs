@@ -2,9 +2,11 @@
 //! (the embedded default) and a PostgreSQL one (selected by a `postgres://` URL), and the
 //! embedded migrations of each.
 
+mod backend;
 mod postgres;
 mod rows;
 mod sqlite;
+mod sqlite_readers;
 
 use std::time::Duration;
 
@@ -12,6 +14,7 @@ use async_trait::async_trait;
 
 use crate::domain::{FieldError, NewReview, ProductId, Sort};
 
+pub use backend::{Backend, UnsupportedUrl, redact};
 pub use postgres::PostgresStore;
 pub use sqlite::{SqliteStore, connect_options as sqlite_connect_options};
 
@@ -180,18 +183,22 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+/// The cause of a database error, whichever driver raised it (sqlx, or rusqlite on the SQLite
+/// read path): logged, never shown to clients.
+pub type DbCause = Box<dyn std::error::Error + Send + Sync>;
+
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
     /// The database cannot be reached, or no connection came free in time. The client may
     /// retry shortly: the HTTP layer answers 503 with `Retry-After`.
     #[error("database unavailable: {0}")]
-    Unavailable(#[source] sqlx::Error),
+    Unavailable(#[source] DbCause),
     /// The request named something that does not fit the data (a characteristic of another
     /// product). Checked inside the write transaction, so nothing was written.
     #[error("invalid request")]
     Invalid(Vec<FieldError>),
     #[error("database error: {0}")]
-    Internal(#[source] sqlx::Error),
+    Internal(#[source] DbCause),
 }
 
 impl From<sqlx::Error> for StoreError {
@@ -223,9 +230,9 @@ impl From<sqlx::Error> for StoreError {
             _ => false,
         };
         if transient {
-            StoreError::Unavailable(e)
+            StoreError::Unavailable(e.into())
         } else {
-            StoreError::Internal(e)
+            StoreError::Internal(e.into())
         }
     }
 }
@@ -291,34 +298,31 @@ impl Default for DbLimits {
     }
 }
 
-/// Whether a database URL names PostgreSQL (otherwise it is a SQLite file).
-pub fn is_postgres_url(url: &str) -> bool {
-    url.starts_with("postgres://") || url.starts_with("postgresql://")
-}
-
-/// Opens the database a URL names, runs its migrations, and returns it as a store.
+/// Opens the database a URL names (see [`Backend::parse`]), runs its migrations, and returns
+/// it as a store.
 pub async fn open(url: &str, limits: &DbLimits) -> anyhow::Result<std::sync::Arc<dyn ReviewStore>> {
-    if is_postgres_url(url) {
-        Ok(std::sync::Arc::new(PostgresStore::open(url, limits).await?))
-    } else {
-        Ok(std::sync::Arc::new(SqliteStore::open(url, limits).await?))
-    }
+    Ok(match Backend::parse(url)? {
+        Backend::Postgres => std::sync::Arc::new(PostgresStore::open(url, limits).await?),
+        Backend::Sqlite => std::sync::Arc::new(SqliteStore::open(url, limits).await?),
+    })
 }
 
 /// Whether the database a URL names holds any review (false for a new, empty database).
 /// Runs the migrations first, so it also prepares a new file.
 pub async fn has_reviews(url: &str) -> anyhow::Result<bool> {
     let limits = DbLimits::default();
-    let found: Option<i64> = if is_postgres_url(url) {
-        let store = PostgresStore::open(url, &limits).await?;
-        sqlx::query_scalar("SELECT id FROM reviews LIMIT 1")
-            .fetch_optional(store.pool())
-            .await?
-    } else {
-        let store = SqliteStore::open(url, &limits).await?;
-        sqlx::query_scalar("SELECT id FROM reviews LIMIT 1")
-            .fetch_optional(store.readers())
-            .await?
+    const SQL: &str = "SELECT id FROM reviews LIMIT 1";
+    let found: Option<i64> = match Backend::parse(url)? {
+        Backend::Postgres => {
+            let store = PostgresStore::open(url, &limits).await?;
+            sqlx::query_scalar(SQL).fetch_optional(store.pool()).await?
+        }
+        Backend::Sqlite => {
+            let store = SqliteStore::open(url, &limits).await?;
+            sqlx::query_scalar(SQL)
+                .fetch_optional(store.writer())
+                .await?
+        }
     };
     Ok(found.is_some())
 }

@@ -7,6 +7,7 @@ use std::str::FromStr;
 use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
+use super::backend::redact;
 use super::rows::{
     attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql, review_from_row,
 };
@@ -47,17 +48,6 @@ impl PostgresStore {
 
     pub(super) fn pool(&self) -> &PgPool {
         &self.pool
-    }
-}
-
-/// The URL without its password, for messages.
-fn redact(url: &str) -> String {
-    match url::Url::parse(url) {
-        Ok(mut u) if u.password().is_some() => {
-            let _ = u.set_password(Some("***"));
-            u.to_string()
-        }
-        _ => url.to_owned(),
     }
 }
 

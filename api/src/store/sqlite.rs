@@ -1,31 +1,34 @@
 //! The embedded default: one SQLite file in WAL mode, a pool of read-only connections for
-//! GETs and a single writer connection, so writers queue in the process (bounded by the pool's
-//! acquire timeout) instead of fighting over the file lock. Several API processes may share
-//! the file; their writers then wait on each other for at most `busy_timeout`.
+//! GETs (`rusqlite`, see [`super::sqlite_readers`] for why not sqlx) and a single sqlx writer
+//! connection, so writers queue in the process (bounded by the pool's acquire timeout) instead
+//! of fighting over the file lock. Several API processes may share the file; their writers
+//! then wait on each other for at most `busy_timeout`.
 
 use std::str::FromStr;
+use std::sync::Arc;
 
 use async_trait::async_trait;
+use rusqlite::OptionalExtension;
 use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::rows::{
-    ReviewRow, attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql,
-    review_from_row,
-};
+use super::rows::{attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql};
+use super::sqlite_readers::ReaderPool;
 use super::{
     DbLimits, ListQuery, PoolStats, ProductMeta, Review, ReviewStore, SQLITE_MIGRATOR, StoreError,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
 pub struct SqliteStore {
-    readers: SqlitePool,
+    readers: Arc<ReaderPool>,
     writer: SqlitePool,
-    max_readers: u32,
 }
 
-/// Connection options for a `sqlite://path`, `sqlite:path` or bare-path URL.
+/// Connection options for a `sqlite://path`, `sqlite:path` or bare-path URL: the one builder
+/// the store and the importer share. WAL (readers never wait for the writer) and no foreign
+/// key enforcement (the schema declares none; the importer checks parents itself). Each caller
+/// adds its own durability and cache settings.
 pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
     let opts = if url.starts_with("sqlite:") {
         SqliteConnectOptions::from_str(url)?
@@ -34,45 +37,47 @@ pub fn connect_options(url: &str) -> Result<SqliteConnectOptions, sqlx::Error> {
     };
     Ok(opts
         .journal_mode(SqliteJournalMode::Wal)
-        // NORMAL in WAL mode is durable against process crashes; a power cut may lose the
-        // last transactions but never corrupts the file.
-        .synchronous(SqliteSynchronous::Normal)
-        .foreign_keys(false)
-        .pragma("cache_size", "-32768")
-        .pragma("temp_store", "memory"))
+        .foreign_keys(false))
 }
 
 impl SqliteStore {
     pub async fn open(url: &str, limits: &DbLimits) -> anyhow::Result<Self> {
         use anyhow::Context;
-        let base = connect_options(url)
+        let opts = connect_options(url)
             .with_context(|| format!("invalid SQLite URL {url:?}"))?
-            .busy_timeout(limits.statement_timeout);
+            // NORMAL in WAL mode is durable against process crashes; a power cut may lose the
+            // last transactions but never corrupts the file.
+            .synchronous(SqliteSynchronous::Normal)
+            .pragma("cache_size", "-32768")
+            .pragma("temp_store", "memory")
+            .busy_timeout(limits.statement_timeout)
+            .create_if_missing(true);
+        let path = opts.get_filename().to_owned();
         let writer = SqlitePoolOptions::new()
             .max_connections(1)
             .acquire_timeout(limits.acquire_timeout)
-            .connect_with(base.clone().create_if_missing(true))
+            .connect_with(opts)
             .await
             .with_context(|| format!("cannot open SQLite database {url:?}"))?;
         SQLITE_MIGRATOR
             .run(&writer)
             .await
             .with_context(|| format!("cannot migrate SQLite database {url:?}"))?;
-        let readers = SqlitePoolOptions::new()
-            .max_connections(limits.max_connections.max(1))
-            .acquire_timeout(limits.acquire_timeout)
-            .connect_with(base.read_only(true))
-            .await
-            .with_context(|| format!("cannot open SQLite database {url:?} for reading"))?;
+        let readers = ReaderPool::open(
+            path,
+            limits.max_connections.max(1),
+            limits.acquire_timeout,
+            limits.statement_timeout,
+        )
+        .with_context(|| format!("cannot open SQLite database {url:?} for reading"))?;
         Ok(SqliteStore {
-            readers,
+            readers: Arc::new(readers),
             writer,
-            max_readers: limits.max_connections.max(1),
         })
     }
 
-    pub(super) fn readers(&self) -> &SqlitePool {
-        &self.readers
+    pub(super) fn writer(&self) -> &SqlitePool {
+        &self.writer
     }
 }
 
@@ -104,42 +109,81 @@ pub(super) const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, r
      FROM product_meta WHERE product_id = ?1";
 pub(super) const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id";
 
+/// `GET /reviews`: the page, then its photos, on one connection in one blocking call.
+fn list_page(conn: &rusqlite::Connection, q: &ListQuery) -> rusqlite::Result<Vec<Review>> {
+    let mut stmt = conn.prepare_cached(list_sql(q.sort))?;
+    let mut rows = stmt.query((q.product_id.get(), q.count as i64, q.offset()))?;
+    let mut reviews = Vec::with_capacity(q.count.min(100) as usize);
+    while let Some(row) = rows.next()? {
+        reviews.push(Review {
+            id: row.get(0)?,
+            rating: row.get(1)?,
+            summary: row.get(2)?,
+            recommend: row.get(3)?,
+            response: row.get(4)?,
+            body: row.get(5)?,
+            date_ms: row.get(6)?,
+            reviewer_name: row.get(7)?,
+            helpfulness: row.get(8)?,
+            photos: Vec::new(),
+        });
+    }
+    if reviews.is_empty() {
+        return Ok(reviews);
+    }
+    let mut ids = String::with_capacity(reviews.len() * 9 + 2);
+    ids.push('[');
+    for (i, r) in reviews.iter().enumerate() {
+        if i > 0 {
+            ids.push(',');
+        }
+        ids.push_str(&r.id.to_string());
+    }
+    ids.push(']');
+    let mut stmt = conn.prepare_cached(PHOTOS_SQL)?;
+    let photos = stmt
+        .query_map([ids], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
+        .collect::<rusqlite::Result<Vec<(i64, i64, String)>>>()?;
+    attach_photos(&mut reviews, photos);
+    Ok(reviews)
+}
+
+/// `GET /reviews/meta`: the counts and the characteristics.
+fn product_meta(conn: &rusqlite::Connection, product: ProductId) -> rusqlite::Result<ProductMeta> {
+    let counts = conn
+        .prepare_cached(META_COUNTS_SQL)?
+        .query_row([product.get()], |r| {
+            Ok((
+                r.get(0)?,
+                r.get(1)?,
+                r.get(2)?,
+                r.get(3)?,
+                r.get(4)?,
+                r.get(5)?,
+                r.get(6)?,
+            ))
+        })
+        .optional()?;
+    let characteristics = conn
+        .prepare_cached(META_CHARACTERISTICS_SQL)?
+        .query_map([product.get()], |r| {
+            Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+        })?
+        .collect::<rusqlite::Result<Vec<_>>>()?;
+    Ok(meta_from_rows(counts, characteristics))
+}
+
 #[async_trait]
 impl ReviewStore for SqliteStore {
     async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        let rows: Vec<ReviewRow> = sqlx::query_as(list_sql(q.sort))
-            .bind(q.product_id.get())
-            .bind(q.count as i64)
-            .bind(q.offset())
-            .fetch_all(&mut *conn)
-            .await?;
-        let mut reviews: Vec<Review> = rows.into_iter().map(review_from_row).collect();
-        if reviews.is_empty() {
-            return Ok(reviews);
-        }
-        let ids = serde_json::to_string(&reviews.iter().map(|r| r.id).collect::<Vec<_>>())
-            .map_err(|e| StoreError::Internal(sqlx::Error::Encode(Box::new(e))))?;
-        let photos: Vec<(i64, i64, String)> = sqlx::query_as(PHOTOS_SQL)
-            .bind(ids)
-            .fetch_all(&mut *conn)
-            .await?;
-        attach_photos(&mut reviews, photos);
-        Ok(reviews)
+        let q = q.clone();
+        self.readers.run(move |conn| list_page(conn, &q)).await
     }
 
     async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError> {
-        let mut conn = self.readers.acquire().await?;
-        let counts: Option<(i64, i64, i64, i64, i64, i64, i64)> = sqlx::query_as(META_COUNTS_SQL)
-            .bind(product_id.get())
-            .fetch_optional(&mut *conn)
-            .await?;
-        let characteristics: Vec<(i64, String, i64, i64)> =
-            sqlx::query_as(META_CHARACTERISTICS_SQL)
-                .bind(product_id.get())
-                .fetch_all(&mut *conn)
-                .await?;
-        Ok(meta_from_rows(counts, characteristics))
+        self.readers
+            .run(move |conn| product_meta(conn, product_id))
+            .await
     }
 
     async fn add_review(&self, review: &NewReview, date_ms: i64) -> Result<i64, StoreError> {
@@ -223,17 +267,19 @@ impl ReviewStore for SqliteStore {
     }
 
     async fn ping(&self) -> Result<(), StoreError> {
-        sqlx::query("SELECT 1").execute(&self.readers).await?;
-        Ok(())
+        self.readers
+            .run(|conn| conn.query_row("SELECT 1", [], |_| Ok(())))
+            .await
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {
+        let (size, idle, max) = self.readers.stats();
         vec![
             PoolStats {
                 pool: "read",
-                size: self.readers.size(),
-                idle: self.readers.num_idle() as u32,
-                max: self.max_readers,
+                size,
+                idle,
+                max,
             },
             PoolStats {
                 pool: "write",
@@ -270,7 +316,7 @@ mod tests {
                 .bind(1_i64)
                 .bind(5_i64)
                 .bind(0_i64)
-                .fetch_all(&store.readers)
+                .fetch_all(&store.writer)
                 .await
                 .unwrap();
             let plan: Vec<&str> = rows.iter().map(|r| r.3.as_str()).collect();

@@ -67,6 +67,22 @@ fn bad_values_name_the_key() {
     assert!(e.contains("server.keepalive_timeout"), "{e}");
 }
 
+/// The API opened `mysql://h/db` as a SQLite file of that name while the importer refused
+/// it; now both follow one rule and the API refuses it before opening anything.
+#[test]
+fn a_database_url_of_an_unknown_scheme_is_refused_naming_the_key() {
+    let e = load_text("[database]\nurl = \"mysql://app:secret@db/reviews\"\n").unwrap_err();
+    assert!(e.contains("database.url") && e.contains("mysql://"), "{e}");
+    assert!(!e.contains("secret"), "the password is not echoed: {e}");
+    for url in ["sqlite://a.db", "sqlite:a.db", "a.db", "postgresql://h/db"] {
+        let args = ApiArgs {
+            database_url: Some(url.into()),
+            ..Default::default()
+        };
+        assert!(args.load().is_ok(), "{url}");
+    }
+}
+
 #[test]
 fn flags_override_the_file() {
     let mut f = tempfile::NamedTempFile::new().unwrap();
