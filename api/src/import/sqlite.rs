@@ -16,8 +16,8 @@ use std::time::Duration;
 use anyhow::{Context, bail};
 use futures::TryStreamExt;
 use sqlx::sqlite::{
-    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteJournalMode,
-    SqliteRow as DbRow, SqliteSynchronous,
+    Sqlite, SqliteArguments, SqliteConnectOptions, SqliteConnection, SqliteRow as DbRow,
+    SqliteSynchronous,
 };
 use sqlx::{AssertSqlSafe, ConnectOptions, Connection, Row};
 use tokio::sync::mpsc::Receiver;

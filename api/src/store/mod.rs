@@ -23,15 +23,26 @@ pub use sqlite::{SqliteStore, connect_options as sqlite_connect_options};
 pub mod statements {
     pub use super::{ReadStatement, StatementParams};
     use super::{postgres as pg, read_statement_set, sqlite as lite};
+    use crate::domain::Sort;
 
-    /// The statements behind `GET /reviews` and `GET /reviews/meta` on PostgreSQL.
+    /// The statements behind `GET /reviews` and `GET /reviews/meta` on PostgreSQL: one per
+    /// request, the page with its photos and the meta counts with the characteristics.
     pub fn postgres() -> Vec<ReadStatement> {
-        read_statement_set(
-            pg::list_sql,
-            pg::PHOTOS_SQL,
-            pg::META_COUNTS_SQL,
-            pg::META_CHARACTERISTICS_SQL,
-        )
+        let list = |name, sort| ReadStatement {
+            name,
+            sql: pg::list_sql(sort),
+            params: StatementParams::ProductPage,
+        };
+        vec![
+            list("list relevant, with photos", Sort::Relevant),
+            list("list newest, with photos", Sort::Newest),
+            list("list helpful, with photos", Sort::Helpful),
+            ReadStatement {
+                name: "meta",
+                sql: pg::META_SQL,
+                params: StatementParams::Product,
+            },
+        ]
     }
 
     /// The same on SQLite.
@@ -65,8 +76,7 @@ pub struct ReadStatement {
     pub params: StatementParams,
 }
 
-/// The same five statements on either backend: the three list orders, the page's photos, and
-/// the two meta lookups.
+/// The SQLite set: the three list orders, the page's photos, and the two meta lookups.
 fn read_statement_set(
     list_sql: fn(Sort) -> &'static str,
     photos: &'static str,

@@ -8,11 +8,10 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPool, PgPoolOptions};
 
 use super::backend::redact;
-use super::rows::{
-    attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql, review_from_row,
-};
+use super::rows::{check_characteristics, meta_from_rows, meta_upsert_sql};
 use super::{
-    DbLimits, ListQuery, POSTGRES_MIGRATOR, PoolStats, ProductMeta, Review, ReviewStore, StoreError,
+    DbLimits, ListQuery, POSTGRES_MIGRATOR, Photo, PoolStats, ProductMeta, Review, ReviewStore,
+    StoreError,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -51,68 +50,115 @@ impl PostgresStore {
     }
 }
 
-/// One statement per order; each matches one partial index column for column. The casts in the
-/// select list are renamed so that ORDER BY names the stored columns, not the cast
-/// expressions (which no index covers, and PostgreSQL would sort).
+/// One statement per order, the page with its photos: one round trip per request. The inner
+/// select matches one partial index column for column (no Sort node); the outer one casts
+/// (renamed, so ORDER BY names the stored columns, which the inner scan's order already
+/// satisfies) and gathers each review's photos from `reviews_photos_by_review` as JSON text
+/// (`[[id, "url"], …]` by photo id), for the page's rows only.
+macro_rules! page_with_photos {
+    ($order:literal) => {
+        concat!(
+            "SELECT r.id, r.rating::BIGINT AS rating_n, r.summary, r.recommend, r.response, r.body, \
+             r.date_ms, r.reviewer_name, r.helpfulness::BIGINT AS helpfulness_n, \
+             (SELECT COALESCE(json_agg(json_build_array(p.id, p.url) ORDER BY p.id)::TEXT, '[]') \
+              FROM reviews_photos p WHERE p.review_id = r.id) AS photos \
+             FROM (SELECT id, rating, summary, recommend, response, body, date_ms, reviewer_name, helpfulness \
+             FROM reviews WHERE product_id = $1 AND NOT reported ORDER BY ",
+            $order,
+            " LIMIT $2 OFFSET $3) AS r ORDER BY ",
+            $order
+        )
+    };
+}
+
 pub(super) fn list_sql(sort: Sort) -> &'static str {
     match sort {
-        Sort::Newest => {
-            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
-             FROM reviews WHERE product_id = $1 AND NOT reported \
-             ORDER BY date_ms DESC, id DESC LIMIT $2 OFFSET $3"
-        }
-        Sort::Helpful => {
-            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
-             FROM reviews WHERE product_id = $1 AND NOT reported \
-             ORDER BY helpfulness DESC, id ASC LIMIT $2 OFFSET $3"
-        }
-        Sort::Relevant => {
-            "SELECT id, rating::BIGINT AS rating_n, summary, recommend, response, body, date_ms, reviewer_name, helpfulness::BIGINT AS helpfulness_n \
-             FROM reviews WHERE product_id = $1 AND NOT reported \
-             ORDER BY helpfulness DESC, date_ms DESC, id DESC LIMIT $2 OFFSET $3"
-        }
+        Sort::Newest => page_with_photos!("date_ms DESC, id DESC"),
+        Sort::Helpful => page_with_photos!("helpfulness DESC, id ASC"),
+        Sort::Relevant => page_with_photos!("helpfulness DESC, date_ms DESC, id DESC"),
     }
 }
 
-pub(super) const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos WHERE review_id = ANY($1) ORDER BY review_id, id";
-pub(super) const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
-     FROM product_meta WHERE product_id = $1";
-pub(super) const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = $1 ORDER BY id";
+/// The meta counts and the characteristics (`[[id, "name", sum, count], …]` by id) in one
+/// statement; the counts are NULL for a product without reviews.
+pub(super) const META_SQL: &str = "SELECT m.rating_1, m.rating_2, m.rating_3, m.rating_4, m.rating_5, \
+     m.recommend_false, m.recommend_true, \
+     (SELECT COALESCE(json_agg(json_build_array(c.id, c.name, c.rating_sum, c.rating_count) ORDER BY c.id)::TEXT, '[]') \
+      FROM characteristics c WHERE c.product_id = $1) AS characteristics \
+     FROM (VALUES (1)) AS one (x) LEFT JOIN product_meta m ON m.product_id = $1";
+
+type PageRow = (
+    i64,
+    i64,
+    String,
+    bool,
+    Option<String>,
+    String,
+    i64,
+    String,
+    i64,
+    String,
+);
+
+type MetaRow = (
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    Option<i64>,
+    String,
+);
+
+/// JSON text built by the statements above; failing to read it back is a fault.
+fn from_json<'a, T: serde::Deserialize<'a>>(text: &'a str) -> Result<T, StoreError> {
+    serde_json::from_str(text).map_err(|e| StoreError::Internal(e.into()))
+}
 
 #[async_trait]
 impl ReviewStore for PostgresStore {
     async fn list_reviews(&self, q: &ListQuery) -> Result<Vec<Review>, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let rows = sqlx::query_as(list_sql(q.sort))
+        let rows: Vec<PageRow> = sqlx::query_as(list_sql(q.sort))
             .bind(q.product_id.get())
             .bind(q.count as i64)
             .bind(q.offset())
-            .fetch_all(&mut *conn)
+            .fetch_all(&self.pool)
             .await?;
-        let mut reviews: Vec<Review> = rows.into_iter().map(review_from_row).collect();
-        if reviews.is_empty() {
-            return Ok(reviews);
-        }
-        let ids: Vec<i64> = reviews.iter().map(|r| r.id).collect();
-        let photos: Vec<(i64, i64, String)> = sqlx::query_as(PHOTOS_SQL)
-            .bind(&ids)
-            .fetch_all(&mut *conn)
-            .await?;
-        attach_photos(&mut reviews, photos);
-        Ok(reviews)
+        rows.into_iter()
+            .map(|r| {
+                let photos: Vec<(i64, String)> = from_json(&r.9)?;
+                Ok(Review {
+                    id: r.0,
+                    rating: r.1,
+                    summary: r.2,
+                    recommend: r.3,
+                    response: r.4,
+                    body: r.5,
+                    date_ms: r.6,
+                    reviewer_name: r.7,
+                    helpfulness: r.8,
+                    photos: photos
+                        .into_iter()
+                        .map(|(id, url)| Photo { id, url })
+                        .collect(),
+                })
+            })
+            .collect()
     }
 
     async fn product_meta(&self, product_id: ProductId) -> Result<ProductMeta, StoreError> {
-        let mut conn = self.pool.acquire().await?;
-        let counts = sqlx::query_as(META_COUNTS_SQL)
+        let m: MetaRow = sqlx::query_as(META_SQL)
             .bind(product_id.get())
-            .fetch_optional(&mut *conn)
+            .fetch_one(&self.pool)
             .await?;
-        let characteristics = sqlx::query_as(META_CHARACTERISTICS_SQL)
-            .bind(product_id.get())
-            .fetch_all(&mut *conn)
-            .await?;
-        Ok(meta_from_rows(counts, characteristics))
+        let counts = match m {
+            (Some(r1), Some(r2), Some(r3), Some(r4), Some(r5), Some(rf), Some(rt), _) => {
+                Some((r1, r2, r3, r4, r5, rf, rt))
+            }
+            _ => None,
+        };
+        Ok(meta_from_rows(counts, from_json(&m.7)?))
     }
 
     async fn add_review(&self, review: &NewReview, date_ms: i64) -> Result<i64, StoreError> {

@@ -4,33 +4,6 @@
 use super::{CharacteristicMeta, Photo, ProductMeta, Review, StoreError};
 use crate::domain::{FieldError, NewReview};
 
-pub(super) type ReviewRow = (
-    i64,
-    i64,
-    String,
-    bool,
-    Option<String>,
-    String,
-    i64,
-    String,
-    i64,
-);
-
-pub(super) fn review_from_row(r: ReviewRow) -> Review {
-    Review {
-        id: r.0,
-        rating: r.1,
-        summary: r.2,
-        recommend: r.3,
-        response: r.4,
-        body: r.5,
-        date_ms: r.6,
-        reviewer_name: r.7,
-        helpfulness: r.8,
-        photos: Vec::new(),
-    }
-}
-
 /// Hangs each photo (ordered by review id, then photo id) on its review.
 pub(super) fn attach_photos(reviews: &mut [Review], photos: Vec<(i64, i64, String)>) {
     let by_id: std::collections::HashMap<i64, usize> =
