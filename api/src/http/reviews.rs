@@ -30,7 +30,9 @@ pub(super) async fn list_page(
     caching: Caching,
 ) -> Result<Response, ApiError> {
     let reviews = state.store.list_reviews(q).await?;
-    let body = serde_json::to_vec(&ReviewList::new(q, &reviews)).map_err(|_| ApiError::Internal)?;
+    let body = ReviewList::new(q, &reviews)
+        .to_json()
+        .map_err(|_| ApiError::Internal)?;
     Ok(json_response(state, q.product_id, body, caching))
 }
 
@@ -55,7 +57,9 @@ pub(super) async fn meta_of(
         product_id: product.get(),
         meta: &meta,
     };
-    let body = serde_json::to_vec(&view).map_err(|_| ApiError::Internal)?;
+    // A meta body is a few hundred bytes: one allocation, no regrowth.
+    let mut body = Vec::with_capacity(512);
+    serde_json::to_writer(&mut body, &view).map_err(|_| ApiError::Internal)?;
     Ok(json_response(state, product, body, caching))
 }
 

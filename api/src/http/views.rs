@@ -7,71 +7,98 @@ use serde::ser::{SerializeMap, Serializer};
 
 use crate::domain::date::format_epoch_ms;
 use crate::domain::mean::format_mean;
-use crate::store::{ListQuery, ProductMeta, Review};
+use crate::store::{ListQuery, Photo, ProductMeta, Review};
 
-#[derive(Serialize)]
+/// `GET /reviews`. Serialized straight from the store's reviews: no per-request copy of the
+/// page into view structs, one output buffer sized up front ([`ReviewList::to_json`]).
 pub struct ReviewList<'a> {
-    /// The product id as text.
-    product: String,
-    /// The requested page − 1 (the legacy service's convention).
-    page: u64,
-    count: u32,
-    results: Vec<ReviewView<'a>>,
+    q: &'a ListQuery,
+    reviews: &'a [Review],
 }
 
 impl<'a> ReviewList<'a> {
-    pub fn new(q: &ListQuery, reviews: &'a [Review]) -> Self {
-        ReviewList {
-            product: q.product_id.get().to_string(),
-            page: q.page - 1,
-            count: q.count,
-            results: reviews.iter().map(ReviewView::from).collect(),
-        }
+    pub fn new(q: &'a ListQuery, reviews: &'a [Review]) -> Self {
+        ReviewList { q, reviews }
+    }
+
+    /// The body, written into one buffer big enough for it (text lengths plus room for the
+    /// field names and numbers), so it is not regrown while being written.
+    pub fn to_json(&self) -> serde_json::Result<Vec<u8>> {
+        let text: usize = self
+            .reviews
+            .iter()
+            .map(|r| {
+                r.summary.len()
+                    + r.body.len()
+                    + r.reviewer_name.len()
+                    + r.response.as_ref().map_or(0, String::len)
+                    + r.photos.iter().map(|p| p.url.len() + 24).sum::<usize>()
+                    + 256
+            })
+            .sum();
+        let mut out = Vec::with_capacity(64 + text + text / 16);
+        serde_json::to_writer(&mut out, self)?;
+        Ok(out)
     }
 }
 
-#[derive(Serialize)]
-struct ReviewView<'a> {
-    review_id: i64,
-    rating: i64,
-    summary: &'a str,
-    recommend: bool,
-    response: Option<&'a str>,
-    body: &'a str,
-    date: String,
-    reviewer_name: &'a str,
-    helpfulness: i64,
-    photos: Vec<PhotoView<'a>>,
+impl Serialize for ReviewList<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let mut map = s.serialize_map(Some(4))?;
+        // The product id as text.
+        map.serialize_entry("product", &self.q.product_id.get().to_string())?;
+        // The requested page − 1 (the legacy service's convention).
+        map.serialize_entry("page", &(self.q.page - 1))?;
+        map.serialize_entry("count", &self.q.count)?;
+        map.serialize_entry("results", &Results(self.reviews))?;
+        map.end()
+    }
+}
+
+struct Results<'a>(&'a [Review]);
+
+impl Serialize for Results<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(ReviewView))
+    }
+}
+
+/// One result, fields in the contract's order.
+struct ReviewView<'a>(&'a Review);
+
+impl Serialize for ReviewView<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        let r = self.0;
+        let mut map = s.serialize_map(Some(10))?;
+        map.serialize_entry("review_id", &r.id)?;
+        map.serialize_entry("rating", &r.rating)?;
+        map.serialize_entry("summary", &r.summary)?;
+        map.serialize_entry("recommend", &r.recommend)?;
+        map.serialize_entry("response", &r.response)?;
+        map.serialize_entry("body", &r.body)?;
+        map.serialize_entry("date", &format_epoch_ms(r.date_ms))?;
+        map.serialize_entry("reviewer_name", &r.reviewer_name)?;
+        map.serialize_entry("helpfulness", &r.helpfulness)?;
+        map.serialize_entry("photos", &Photos(&r.photos))?;
+        map.end()
+    }
+}
+
+struct Photos<'a>(&'a [Photo]);
+
+impl Serialize for Photos<'_> {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        s.collect_seq(self.0.iter().map(|p| PhotoView {
+            id: p.id,
+            url: &p.url,
+        }))
+    }
 }
 
 #[derive(Serialize)]
 struct PhotoView<'a> {
     id: i64,
     url: &'a str,
-}
-
-impl<'a> From<&'a Review> for ReviewView<'a> {
-    fn from(r: &'a Review) -> Self {
-        ReviewView {
-            review_id: r.id,
-            rating: r.rating,
-            summary: &r.summary,
-            recommend: r.recommend,
-            response: r.response.as_deref(),
-            body: &r.body,
-            date: format_epoch_ms(r.date_ms),
-            reviewer_name: &r.reviewer_name,
-            helpfulness: r.helpfulness,
-            photos: r
-                .photos
-                .iter()
-                .map(|p| PhotoView {
-                    id: p.id,
-                    url: &p.url,
-                })
-                .collect(),
-        }
-    }
 }
 
 /// `GET /reviews/meta`: counts as strings, only the ratings and recommend values that occur,
