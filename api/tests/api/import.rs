@@ -517,6 +517,23 @@ async fn a_missing_file_or_a_wrong_header_fails_before_loading_anything() {
     );
 }
 
+/// The importer and the API read a database URL by one rule: another scheme is refused, with
+/// the password left out of the message.
+#[tokio::test]
+async fn a_database_url_of_an_unknown_scheme_is_refused_before_anything_is_created() {
+    let data = tempfile::tempdir().unwrap();
+    write_dirty(data.path());
+    let err = import::import(&ImportOptions::new(
+        "mysql://app:secret@h/reviews",
+        data.path(),
+    ))
+    .await
+    .unwrap_err()
+    .to_string();
+    assert!(err.contains("unsupported database URL"), "{err}");
+    assert!(!err.contains("secret"), "the password is not echoed: {err}");
+}
+
 // ---------------------------------------------------------------------------------------------
 // Generated data sets
 
