@@ -34,6 +34,10 @@ pub struct ApiConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Publish the `Surrogate-Key` tags of successful writes to the edges' shared purge
+    /// stream, for writes that reach this process without passing through an edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidation: Option<reviews_shared::invalidation::InvalidationConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +155,8 @@ pub enum ConfigCheckError {
         value: String,
         reason: &'static str,
     },
+    #[error(transparent)]
+    Invalidation(#[from] reviews_shared::invalidation::InvalidConfig),
 }
 
 impl ApiArgs {
@@ -211,6 +217,9 @@ impl ApiConfig {
         }
         if self.database.url.trim().is_empty() {
             return invalid("database.url", "\"\"".into(), "must name a database");
+        }
+        if let Some(inv) = &self.invalidation {
+            inv.validate()?;
         }
         if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {
             return invalid(
