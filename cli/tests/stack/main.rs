@@ -7,6 +7,7 @@ mod deploy;
 mod frozen_backend;
 mod helpers;
 mod import;
+mod multihost;
 mod shared_purges;
 mod up;
 mod upgrade;
