@@ -11,7 +11,8 @@
 # Needs root (ip netns), redis-server, PostgreSQL 15's initdb/pg_ctl, curl and the reviews
 # binary (REVIEWS_BIN, default `reviews` on PATH). Variables: ID, a prefix of at most 5
 # characters naming the namespaces and interfaces (default rvw); NET, the /24 (default
-# 10.77.0). Run commands on a host with `ip netns exec $ID-<host> …`, e.g.
+# 10.77.0); DATA, a folder of the four CSV files to import before the API processes start.
+# Run commands on a host with `ip netns exec $ID-<host> …`, e.g.
 #   ip netns exec rvw-client curl -s http://10.77.0.21:8080/reviews/meta?product_id=2
 set -Eeuo pipefail
 
@@ -191,6 +192,11 @@ case $cmd in
     trap 'down' ERR
     network_up
     db_init
+    # README section 4: the data before the API processes (DATA: a folder of the four CSVs).
+    if [ -n "${DATA:-}" ]; then
+      on client "$BIN" import --dir "$DATA" \
+        --database-url "postgres://postgres@$(addr db):5432/reviews" >"$DIR/import.log" 2>&1
+    fi
     redis_start
     apis_start
     edges_start
