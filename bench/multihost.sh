@@ -10,7 +10,8 @@
 #   sudo bench/multihost.sh                       # 7,000 requests/s for 30 s each
 #   RATE=2000 DURATION=60s sudo bench/multihost.sh
 #
-# Knobs: RATE (7000, total) DURATION (30s) PRODUCTS (50000) ID (rvb) NET (10.78.0).
+# Knobs: RATE (7000, total) DURATION (30s) PRODUCTS (50000) ID (rvb) NET (10.78.0)
+# LATENCY (off; e.g. 1ms of netem delay on every host's link).
 # All seven hosts, the load generator included, share this machine's cores.
 set -euo pipefail
 
@@ -56,6 +57,16 @@ run() {
   done
   wait
 }
+
+# LATENCY=1ms: netem delay on every host's link, when the kernel has sch_netem.
+if [ -n "${LATENCY:-}" ]; then
+  for h in db redis api-1 api-2 edge-1 edge-2 client; do
+    ip netns exec "$ID-$h" tc qdisc add dev eth0 root netem delay "$LATENCY" 2>/dev/null || {
+      echo "netem is not available on this kernel: running without added latency" >&2
+      break
+    }
+  done
+fi
 
 echo "run 1: random ids, reads only…" >&2
 run random list=1

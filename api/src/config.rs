@@ -233,6 +233,10 @@ impl ApiConfig {
 
     /// The configuration as TOML, for `--check`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        let mut shown = self.clone();
+        if let Some(inv) = shown.invalidation.as_mut() {
+            inv.url = inv.redacted_url();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
 }
