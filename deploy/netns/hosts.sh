@@ -163,6 +163,7 @@ TOML
     "$BIN" proxy --config "$DIR/$edge.toml" --check >/dev/null 2>&1
     spawn "$edge" "$edge-process" "$BIN" proxy --config "$DIR/$edge.toml"
     wait_for "$edge" on client curl -fsS "http://$(addr "$edge"):9090/healthz"
+    wait_for "$edge's public listener" on client curl -sS -o /dev/null "http://$(addr "$edge"):8080/"
   done
 }
 

@@ -33,6 +33,22 @@ fn unique_stream(test: &str) -> String {
     )
 }
 
+/// Waits until the edge's admin listener answers and its public one accepts (Pingora starts
+/// its services side by side: one can be up before the other).
+async fn wait_edge(client: &reqwest::Client, listen: SocketAddr, admin: SocketAddr) {
+    wait_ok(
+        client,
+        &format!("http://{admin}/healthz"),
+        Duration::from_secs(30),
+    )
+    .await;
+    wait_until(
+        "the edge's public listener",
+        Duration::from_secs(30),
+        || TcpStream::connect_timeout(&listen, Duration::from_millis(200)).is_ok(),
+    );
+}
+
 /// A private Redis without persistence, killed on drop.
 struct PrivateRedis {
     addr: SocketAddr,
@@ -167,12 +183,7 @@ pid_file = "{d}/edge-{i}.pid"
             )
             .unwrap();
             let p = edge_process(&config, &d.join(format!("edge-{i}.log")));
-            wait_ok(
-                &client,
-                &format!("http://{admin}/healthz"),
-                Duration::from_secs(30),
-            )
-            .await;
+            wait_edge(&client, listen, admin).await;
             edges.push(Edge {
                 proc: p,
                 config,
@@ -205,12 +216,7 @@ pid_file = "{d}/edge-{i}.pid"
         meanwhile.await;
         let log = self.dir.path().join(format!("edge-{i}.restarted.log"));
         self.edges[i].proc = edge_process(&self.edges[i].config, &log);
-        wait_ok(
-            &self.client,
-            &format!("http://{}/healthz", self.edges[i].admin),
-            Duration::from_secs(30),
-        )
-        .await;
+        wait_edge(&self.client, self.edges[i].listen, self.edges[i].admin).await;
         self.wait_metric(i, "edge_invalidation_connected", 1.0)
             .await;
     }
