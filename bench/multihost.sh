@@ -10,7 +10,7 @@
 #   sudo bench/multihost.sh                       # 7,000 requests/s for 30 s each
 #   RATE=2000 DURATION=60s sudo bench/multihost.sh
 #
-# Knobs: RATE (7000, total) DURATION (30s) PRODUCTS (50000) ID (rvb) NET (10.78.0)
+# Knobs: REVIEWS_BIN (a binary to use instead of building one), RATE (7000, total) DURATION (30s) PRODUCTS (50000) ID (rvb) NET (10.78.0)
 # LATENCY (off; e.g. 1ms of netem delay on every host's link).
 # All seven hosts, the load generator included, share this machine's cores.
 set -euo pipefail
@@ -21,11 +21,13 @@ DURATION=${DURATION:-30s}
 PRODUCTS=${PRODUCTS:-50000}
 export ID=${ID:-rvb} NET=${NET:-10.78.0}
 WORK="$ROOT/target/bench-multihost"
-export REVIEWS_BIN="$ROOT/target/release/reviews"
 HOSTS="$ROOT/deploy/netns/hosts.sh"
 
-echo "building (release)…" >&2
-(cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews)
+if [ -z "${REVIEWS_BIN:-}" ]; then
+  echo "building (release)…" >&2
+  (cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews)
+fi
+export REVIEWS_BIN=${REVIEWS_BIN:-$ROOT/target/release/reviews}
 mkdir -p "$WORK"
 if [ ! -f "$WORK/data-$PRODUCTS/reviews.csv" ]; then
   echo "generating $PRODUCTS products…" >&2
