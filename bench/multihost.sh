@@ -47,13 +47,14 @@ lag_buckets() {
   done
 }
 
-# run NAME TARGETS: both edges at RATE/2 each, at once.
+# run NAME TARGETS SEED: both edges at RATE/2 each, at once. Each run and edge draws its own
+# ids (a run repeating the last one's ids would find every page cached).
 run() {
-  local name=$1 targets=$2 e
+  local name=$1 targets=$2 seed=$3 e
   for e in 1 2; do
     ip netns exec "$ID-client" "$REVIEWS_BIN" load --url "http://$NET.2$e:8080" \
       --rate $((RATE / 2)) --duration "$DURATION" --targets "$targets" \
-      --ids "uniform:1..$PRODUCTS" --seed "$e" --quiet \
+      --ids "uniform:1..$PRODUCTS" --seed "$((seed + e))" --quiet \
       --edge-metrics "http://$NET.2$e:9090/metrics" \
       --json "$WORK/$name-edge-$e.json" >"$WORK/$name-edge-$e.txt" 2>&1 &
   done
@@ -71,10 +72,10 @@ if [ -n "${LATENCY:-}" ]; then
 fi
 
 echo "run 1: random ids, reads only…" >&2
-run random list=1
+run random list=1 0
 lag_buckets >"$WORK/lag-before"
 echo "run 2: random ids, 1% writes…" >&2
-run writes list=99,post=1
+run writes list=99,post=1 10
 lag_buckets >"$WORK/lag-after"
 
 python3 - "$WORK" "$RATE" "$DURATION" <<'PY'
