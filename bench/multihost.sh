@@ -82,14 +82,14 @@ python3 - "$WORK" "$RATE" "$DURATION" <<'PY'
 import json, sys, collections
 work, rate, duration = sys.argv[1:4]
 print(f"{rate} requests/s for {duration}, split over two edges; all hosts share this machine's cores")
-print("| run | edge | requests | error rate | p99 | hit ratio |")
+print("| run | edge | scheduled | error rate | p99 | hit ratio |")
 print("|---|---|---|---|---|---|")
 for name, label in [("random", "random ids"), ("writes", "random ids, 1% writes")]:
     for e in (1, 2):
         r = json.load(open(f"{work}/{name}-edge-{e}.json"))
         s, lat, edge = r["summary"], r["latency"]["scheduled"], r.get("edge") or {}
         hit = edge.get("hit_ratio")
-        print(f"| {label} | edge-{e} | {s['sent']:,} | {s['error_rate']*100:.2f}% | "
+        print(f"| {label} | edge-{e} | {s['scheduled']:,} | {s['error_rate']*100:.2f}% | "
               f"{lat['p99_ms']:.1f} ms | {'' if hit is None else f'{hit*100:.1f}%'} |")
 
 def buckets(path):
