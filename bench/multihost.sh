@@ -36,7 +36,7 @@ fi
 # PostgreSQL (its own user) keeps its cluster here.
 HOSTDIR=$(mktemp -d /tmp/reviews-multihost.XXXXXX)
 chmod 755 "$HOSTDIR"
-trap '"$HOSTS" down "$HOSTDIR"' EXIT
+trap '"$HOSTS" down "$HOSTDIR"; rm -rf "$HOSTDIR"' EXIT
 echo "building the hosts and importing…" >&2
 DATA="$WORK/data-$PRODUCTS" "$HOSTS" up "$HOSTDIR" >&2
 
