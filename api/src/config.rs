@@ -34,6 +34,10 @@ pub struct ApiConfig {
     pub http: HttpConfig,
     #[serde(default)]
     pub log: LogConfig,
+    /// Publish the `Surrogate-Key` tags of successful writes to the edges' shared purge
+    /// stream, for writes that reach this process without passing through an edge.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub invalidation: Option<reviews_shared::invalidation::InvalidationConfig>,
 }
 
 #[derive(Clone, Debug, Deserialize, Serialize)]
@@ -151,6 +155,8 @@ pub enum ConfigCheckError {
         value: String,
         reason: &'static str,
     },
+    #[error(transparent)]
+    Invalidation(#[from] reviews_shared::invalidation::InvalidConfig),
 }
 
 impl ApiArgs {
@@ -219,6 +225,9 @@ impl ApiConfig {
                 "expected postgres://…, postgresql://…, sqlite://…, sqlite:… or a file path",
             );
         }
+        if let Some(inv) = &self.invalidation {
+            inv.validate()?;
+        }
         if self.server.listen == self.server.metrics_listen && self.server.listen.port() != 0 {
             return invalid(
                 "server.metrics_listen",
@@ -231,6 +240,10 @@ impl ApiConfig {
 
     /// The configuration as TOML, for `--check`.
     pub fn to_toml(&self) -> String {
-        toml::to_string_pretty(self).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
+        let mut shown = self.clone();
+        if let Some(inv) = shown.invalidation.as_mut() {
+            inv.url = inv.redacted_url();
+        }
+        toml::to_string_pretty(&shown).unwrap_or_else(|e| format!("# cannot print config: {e}\n"))
     }
 }

@@ -103,6 +103,40 @@ impl Metrics {
         }
     }
 
+    /// Registers the purge publisher's series (`[invalidation]` only, so the alert on a lost
+    /// connection never fires for a process that publishes nothing).
+    pub fn publish_metrics(&self) -> reviews_shared::invalidation::PublishMetrics {
+        let published = IntCounter::new(
+            "reviews_api_invalidation_published_total",
+            "Purges of this process's writes appended to the shared stream ([invalidation]).",
+        )
+        .expect("static metric definition");
+        let dropped = IntCounter::new(
+            "reviews_api_invalidation_publish_dropped_total",
+            "Purges dropped because the outbox was full while Redis was unreachable (a purge of \
+             everything is published on reconnecting instead).",
+        )
+        .expect("static metric definition");
+        let connected = IntGauge::new(
+            "reviews_api_invalidation_connected",
+            "1 while the purge publisher is connected to Redis.",
+        )
+        .expect("static metric definition");
+        for c in [
+            Box::new(published.clone()) as Box<dyn prometheus::core::Collector>,
+            Box::new(dropped.clone()),
+            Box::new(connected.clone()),
+        ] {
+            // Registered once per process: a second call keeps the first series.
+            let _ = self.registry.register(c);
+        }
+        reviews_shared::invalidation::PublishMetrics {
+            published,
+            dropped,
+            connected,
+        }
+    }
+
     /// The connection counters of one listener (`public` or `metrics`).
     pub(crate) fn connection_metrics(&self, listener: &'static str) -> ConnectionMetrics {
         ConnectionMetrics {

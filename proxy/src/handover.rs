@@ -161,6 +161,7 @@ fn follow(cache: Arc<Cache>, old: Pid, snapshot_path: PathBuf, journal_path: Pat
             }
             cache.apply_peer_purges();
             cache.journal.stop(true);
+            let _ = std::fs::remove_file(snapshot::position_path(&snapshot_path));
             let _ = std::fs::remove_file(&snapshot_path);
             let _ = std::fs::remove_file(&journal_path);
             tracing::info!(old = old.as_raw(), "the old edge is gone: handover done");

@@ -15,6 +15,7 @@ pub(crate) mod framing;
 pub(crate) mod handover;
 pub(crate) mod headers;
 pub(crate) mod health;
+pub(crate) mod invalidation;
 pub mod logbridge;
 pub(crate) mod metrics;
 pub(crate) mod notify;

@@ -6,7 +6,7 @@
 use std::sync::{LazyLock, OnceLock};
 
 use prometheus::{
-    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec,
+    Histogram, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, register_histogram,
     register_histogram_vec, register_int_counter, register_int_counter_vec, register_int_gauge,
     register_int_gauge_vec,
 };
@@ -142,6 +142,58 @@ lazy!(LOG_SUPPRESSED: IntCounter = register_int_counter!(
 ));
 lazy!(OPEN_FDS: IntGauge = register_int_gauge!("edge_open_fds", "Open file descriptors of the process."));
 lazy!(NOFILE_LIMIT: IntGauge = register_int_gauge!("edge_nofile_limit", "RLIMIT_NOFILE soft limit in force."));
+
+/// Seconds from a purge's publication to its application here: a purge crosses hosts.
+const LAG_BUCKETS: &[f64] = &[
+    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+];
+lazy!(INVALIDATION_PUBLISHED: IntCounter = register_int_counter!(
+    "edge_invalidation_published_total",
+    "Purges this edge made and appended to the shared stream ([invalidation])."
+));
+lazy!(INVALIDATION_DROPPED: IntCounter = register_int_counter!(
+    "edge_invalidation_publish_dropped_total",
+    "Purges not published because the outbox was full while Redis was unreachable (a purge \
+     of everything is published on reconnecting instead)."
+));
+lazy!(INVALIDATION_RECEIVED: IntCounter = register_int_counter!(
+    "edge_invalidation_received_total",
+    "Stream entries read, this edge's own included."
+));
+lazy!(INVALIDATION_APPLIED: IntCounterVec = register_int_counter_vec!(
+    "edge_invalidation_applied_total",
+    "Purges of other edges and API processes applied here, by kind: tags, key, all, and gap \
+     (everything dropped because the stream no longer held what was missed).",
+    &["kind"]
+));
+lazy!(INVALIDATION_LAG: Histogram = register_histogram!(
+    "edge_invalidation_lag_seconds",
+    "Time from a purge's publication (publisher's clock) to its application on this edge.",
+    LAG_BUCKETS.to_vec()
+));
+lazy!(INVALIDATION_CONNECTED: IntGauge = register_int_gauge!(
+    "edge_invalidation_connected",
+    "1 while the edge reads the shared purge stream, 0 while it cannot (entries then live at \
+     most invalidation.disconnected_ttl). Absent without [invalidation]."
+));
+lazy!(INVALIDATION_PUBLISHER_CONNECTED: IntGauge = register_int_gauge!(
+    "edge_invalidation_publisher_connected",
+    "1 while the edge's purge publisher is connected to Redis."
+));
+
+/// Registers the shared-purge series; only edges with an `[invalidation]` section show them,
+/// so the alert on a lost connection never fires for an edge that shares nothing.
+pub fn init_invalidation() {
+    LazyLock::force(&INVALIDATION_PUBLISHED);
+    LazyLock::force(&INVALIDATION_DROPPED);
+    LazyLock::force(&INVALIDATION_RECEIVED);
+    for k in ["tags", "key", "all", "gap"] {
+        INVALIDATION_APPLIED.with_label_values(&[k]);
+    }
+    LazyLock::force(&INVALIDATION_LAG);
+    LazyLock::force(&INVALIDATION_CONNECTED);
+    LazyLock::force(&INVALIDATION_PUBLISHER_CONNECTED);
+}
 
 /// Touches every series so a fresh edge shows them all (at zero) on its first scrape.
 pub fn init() {

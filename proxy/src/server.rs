@@ -32,6 +32,7 @@ use crate::logbridge;
 use crate::metrics;
 use crate::notify::{PidFile, sd_notify};
 use crate::proxy::Edge;
+use reviews_shared::invalidation::{self, PublishMetrics, Publisher};
 
 /// `reviews proxy`: run the edge.
 #[derive(Debug, Clone, clap::Args)]
@@ -62,6 +63,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
         let mut shown = config.clone();
         if shown.admin.token().is_some() {
             shown.admin.token = "(set)".into();
+        }
+        if let Some(inv) = shown.invalidation.as_mut() {
+            inv.url = inv.redacted_url();
         }
         print!(
             "{}",
@@ -332,6 +336,21 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     let balancer = Arc::new(Balancer::new(&config.upstream));
     let cache = Arc::new(Cache::new(config.cache.clone(), config.compression.clone()));
     metrics::CACHE_MAX_BYTES.set(config.cache.max_size.bytes() as i64);
+    // Before the cache is loaded: a loaded snapshot tells the subscriber where to resume.
+    let publish_task = config.invalidation.as_ref().map(|inv| {
+        metrics::init_invalidation();
+        let (publisher, task) = Publisher::new(
+            inv,
+            &invalidation::origin_id(),
+            PublishMetrics {
+                published: metrics::INVALIDATION_PUBLISHED.clone(),
+                dropped: metrics::INVALIDATION_DROPPED.clone(),
+                connected: metrics::INVALIDATION_PUBLISHER_CONNECTED.clone(),
+            },
+        );
+        cache.invalidation.set_publisher(publisher);
+        task
+    });
     // The cache is filled before the listeners are taken (an upgrade's bootstrap receives
     // them): the edge never serves from a cold cache it could have had warm.
     if upgrade {
@@ -370,6 +389,22 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
             config: shared.clone(),
         },
     ));
+
+    if let (Some(inv), Some(task)) = (&config.invalidation, publish_task) {
+        server.add_service(background_service(
+            "purge publisher",
+            crate::invalidation::PublishService {
+                task: parking_lot::Mutex::new(Some(task)),
+            },
+        ));
+        server.add_service(background_service(
+            "purge subscriber",
+            crate::invalidation::subscriber::Subscriber {
+                cache: cache.clone(),
+                config: inv.clone(),
+            },
+        ));
+    }
 
     let health = background_service(
         "health checks",

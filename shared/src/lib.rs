@@ -3,5 +3,6 @@
 //! that name the key, and the logging setup.
 
 pub mod config;
+pub mod invalidation;
 pub mod logging;
 pub mod units;

@@ -6,6 +6,7 @@ mod json;
 mod legacy;
 mod openapi;
 mod params;
+mod purges;
 mod reviews;
 mod views;
 
@@ -32,6 +33,8 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
     /// `Cache-Control` value of cacheable GETs, built once from the configured max-age.
     pub cache_control: HeaderValue,
+    /// Publishes the tags of successful writes to the edges (`[invalidation]`).
+    pub publisher: Option<reviews_shared::invalidation::Publisher>,
 }
 
 impl AppState {
@@ -42,13 +45,19 @@ impl AppState {
             store,
             metrics,
             cache_control,
+            publisher: None,
         }
+    }
+
+    pub fn with_publisher(mut self, p: reviews_shared::invalidation::Publisher) -> Self {
+        self.publisher = Some(p);
+        self
     }
 }
 
 /// The public router. Metrics live on a separate listener (see `crate::server`).
 pub fn router(state: AppState) -> Router {
-    Router::new()
+    let mut routes = Router::new()
         .route("/reviews", get(reviews::list).post(reviews::create))
         .route("/reviews/meta", get(reviews::meta))
         .route("/reviews/{review_id}/helpful", put(reviews::helpful))
@@ -62,7 +71,11 @@ pub fn router(state: AppState) -> Router {
         .route("/readyz", get(ready))
         .route("/openapi.json", get(openapi::document))
         .fallback(not_found)
-        .method_not_allowed_fallback(method_not_allowed)
+        .method_not_allowed_fallback(method_not_allowed);
+    if let Some(p) = state.publisher.clone() {
+        routes = routes.layer(axum::middleware::from_fn_with_state(p, purges::publish));
+    }
+    routes
         .layer(axum::middleware::from_fn_with_state(
             state.metrics.clone(),
             crate::metrics::track,

@@ -35,11 +35,22 @@ pub async fn start(config: &ApiConfig) -> anyhow::Result<RunningApi> {
     let store = store::open(&config.database.url, &config.database.limits()).await?;
     let metrics = Arc::new(Metrics::new());
     metrics.watch_store(store.clone());
-    let state = AppState::new(
+    let mut state = AppState::new(
         store.clone(),
         metrics.clone(),
         config.http.cache_max_age.get().as_secs(),
     );
+    if let Some(inv) = &config.invalidation {
+        let (publisher, task) = reviews_shared::invalidation::Publisher::new(
+            inv,
+            &reviews_shared::invalidation::origin_id(),
+            metrics.publish_metrics(),
+        );
+        // Ends when the router (and so the last publisher handle) is dropped.
+        tokio::spawn(task.run());
+        tracing::info!(url = %inv.redacted_url(), stream = %inv.stream, "publishing write purges");
+        state = state.with_publisher(publisher);
+    }
 
     let public = TcpListener::bind(config.server.listen)
         .await

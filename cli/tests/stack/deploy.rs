@@ -374,6 +374,13 @@ async fn live_metrics_pages() -> (String, String) {
     config.server.metrics_listen = "127.0.0.1:0".parse().unwrap();
     config.database.url = format!("sqlite://{}", dir.path().join("reviews.db").display());
     config.database.max_connections = 2;
+    // The purge publisher's series exist once the section is there, Redis up or not.
+    let invalidation = reviews_shared::invalidation::InvalidationConfig {
+        url: "redis://127.0.0.1:6379".into(),
+        stream: format!("reviews-test:deploy:{}", std::process::id()),
+        ..Default::default()
+    };
+    config.invalidation = Some(invalidation.clone());
     let api = reviews_api::server::start(&config)
         .await
         .expect("the API starts");
@@ -388,6 +395,7 @@ async fn live_metrics_pages() -> (String, String) {
     edge_config.work_stealing = true;
     edge_config.max_connections = 64;
     edge_config.nofile = 0;
+    edge_config.invalidation = Some(invalidation);
     // `start` blocks until the edge listens, and dropping the handle joins its thread.
     let edge = tokio::task::spawn_blocking(move || reviews_proxy::start(edge_config))
         .await

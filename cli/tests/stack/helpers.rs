@@ -66,22 +66,49 @@ pub fn reviews(args: &[&str], notify: Option<&Path>, log: &Path) -> Proc {
     Proc(cmd.spawn().expect("spawn reviews"))
 }
 
+/// `reviews <args>` with environment variables set, logging like [`reviews`].
+pub fn reviews_env<V: AsRef<std::ffi::OsStr>>(
+    args: &[&str],
+    log: &Path,
+    env: &[(&str, V)],
+) -> Proc {
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_reviews"));
+    cmd.args(args)
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
+        .env_remove("NOTIFY_SOCKET");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    Proc(cmd.spawn().expect("spawn reviews"))
+}
+
 /// `reviews api` on the SQLite file `db` (made and migrated if missing), on ports it picks
 /// itself (read back from its log): a port found free beforehand could be taken by another
 /// test's server before the API binds it.
 pub fn api(db: &Path, log: &Path) -> (Proc, SocketAddr) {
-    let p = reviews(
+    api_env(
+        &format!("sqlite://{}", db.display()),
+        log,
+        &[] as &[(&str, String)],
+    )
+}
+
+/// `reviews api` on `database_url` with environment variables (config overrides) set.
+pub fn api_env(database_url: &str, log: &Path, env: &[(&str, String)]) -> (Proc, SocketAddr) {
+    let p = reviews_env(
         &[
             "api",
             "--database-url",
-            &format!("sqlite://{}", db.display()),
+            database_url,
             "--listen",
             "127.0.0.1:0",
             "--metrics-listen",
             "127.0.0.1:0",
         ],
-        None,
         log,
+        env,
     );
     let err = log.with_extension("err");
     let mut addr = None;

@@ -7,6 +7,8 @@ mod deploy;
 mod frozen_backend;
 mod helpers;
 mod import;
+mod multihost;
+mod shared_purges;
 mod up;
 mod upgrade;
 mod warm_cache;

@@ -33,6 +33,7 @@ use encoding::{Accepts, Encoding};
 use flight::{Flights, Join};
 use journal::{Journal, Purge};
 use policy::Lifetime;
+use reviews_shared::invalidation::Invalidation;
 
 /// Bytes an entry costs besides its key, header fields and bodies: moka's node, its deque
 /// and timer-wheel links, its frequency sketch and the `Arc` around the key, our `Entry` and
@@ -243,6 +244,8 @@ pub struct Cache {
     flights: Arc<Flights>,
     /// Purges shared with the other process during a zero-downtime upgrade.
     pub journal: Journal,
+    /// Purges shared with the other edges (`[invalidation]`).
+    pub(crate) invalidation: crate::invalidation::State,
     pub config: CacheConfig,
     pub compression: CompressionConfig,
 }
@@ -278,6 +281,7 @@ impl Cache {
             purges: Purges::default(),
             flights: Arc::new(Flights::default()),
             journal: Journal::default(),
+            invalidation: crate::invalidation::State::default(),
             config,
             compression,
         }
@@ -340,7 +344,7 @@ impl Cache {
                 if length.is_none_or(|l| l <= c.max_object_bytes())
                     && !resp.headers.contains_key(http::header::CONTENT_ENCODING) =>
             {
-                Some(lifetime)
+                Some(self.invalidation.cap(lifetime))
             }
             _ => None,
         }
@@ -364,12 +368,18 @@ impl Cache {
     }
 
     /// Invalidates every entry carrying one of `tags`. Lookups stop returning them at once;
-    /// their memory is freed by moka's housekeeping.
+    /// their memory is freed by moka's housekeeping. The other edges are told (after this
+    /// one has purged: its own next lookup never waits for Redis).
     pub fn purge_tags(&self, tags: &[&str]) {
         for t in tags {
             self.journal.record(&Purge::Tag((*t).into()));
         }
         self.purge_tags_here(tags);
+        if !tags.is_empty() {
+            self.invalidation.publish(Invalidation::Tags(
+                tags.iter().map(|t| (*t).to_owned()).collect(),
+            ));
+        }
     }
 
     fn purge_tags_here(&self, tags: &[&str]) {
@@ -387,6 +397,7 @@ impl Cache {
     pub fn purge_key(&self, key: &str) {
         self.journal.record(&Purge::Key(key.into()));
         self.purge_key_here(key);
+        self.invalidation.publish(Invalidation::Key(key.to_owned()));
     }
 
     fn purge_key_here(&self, key: &str) {
@@ -415,6 +426,25 @@ impl Cache {
 
     pub fn purge_all(&self) {
         self.journal.record(&Purge::All);
+        self.purge_all_here();
+        self.invalidation.publish(Invalidation::All);
+    }
+
+    /// Applies a purge another edge or an API process published: here only, neither
+    /// journaled (the other process of an upgrade reads the stream too) nor published again.
+    pub fn apply_shared(&self, what: &Invalidation) {
+        match what {
+            Invalidation::Tags(tags) => {
+                let tags: Vec<&str> = tags.iter().map(String::as_str).collect();
+                self.purge_tags_here(&tags);
+            }
+            Invalidation::Key(k) => self.purge_key_here(k),
+            Invalidation::All => self.purge_all_here(),
+        }
+    }
+
+    /// Drops every entry stored so far, here only: purges may have been missed.
+    pub fn drop_everything(&self) {
         self.purge_all_here();
     }
 

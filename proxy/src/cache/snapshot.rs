@@ -118,6 +118,8 @@ fn encode(key: &str, e: &Entry, now: Instant, buf: &mut Vec<u8>) {
 /// Writes `cache` to `path` (through a temporary file beside it), stopping at `deadline`.
 pub fn write(cache: &Cache, path: &Path, deadline: Duration) -> io::Result<Outcome> {
     let started = Instant::now();
+    // Taken before the entries: purges read after it are replayed by the loading edge.
+    let position = cache.invalidation.position();
     let tmp = path.with_extension(format!("tmp.{}", std::process::id()));
     let written = (|| {
         let mut out = Out {
@@ -164,6 +166,14 @@ pub fn write(cache: &Cache, path: &Path, deadline: Duration) -> io::Result<Outco
     })();
     match written {
         Ok(outcome) => {
+            // Before the rename: a loader that sees the snapshot sees its position too.
+            let stream_file = position_path(path);
+            match &position {
+                Some(id) => std::fs::write(&stream_file, id)?,
+                None => {
+                    let _ = std::fs::remove_file(&stream_file);
+                }
+            }
             std::fs::rename(&tmp, path)?;
             Ok(outcome)
         }
@@ -172,6 +182,28 @@ pub fn write(cache: &Cache, path: &Path, deadline: Duration) -> io::Result<Outco
             Err(e)
         }
     }
+}
+
+/// Beside a snapshot: the id of the last entry of the shared purge stream (`[invalidation]`)
+/// its writer had read, from which the loading edge resumes reading.
+pub fn position_path(snapshot: &Path) -> std::path::PathBuf {
+    let mut p = snapshot.as_os_str().to_owned();
+    p.push(".stream");
+    p.into()
+}
+
+/// Where the subscriber of an edge that loaded `loaded` entries from `snapshot` resumes:
+/// after the writer's position, or, without one, nowhere it can trust.
+fn resume_after_load(cache: &Cache, snapshot: &Path, loaded: u64) {
+    use crate::invalidation::Resume;
+    if !cache.invalidation.is_enabled() || loaded == 0 {
+        return;
+    }
+    let resume = match std::fs::read_to_string(position_path(snapshot)) {
+        Ok(id) if !id.trim().is_empty() => Resume::After(id.trim().to_owned()),
+        _ => Resume::Unknown,
+    };
+    cache.invalidation.resume_from(resume);
 }
 
 /// A reader over a record payload.
@@ -412,6 +444,7 @@ pub fn load(cache: &Cache, path: &Path) -> Result<(Header, Outcome), SnapshotErr
             outcome.entries += 1;
         }
     }
+    resume_after_load(cache, path, outcome.entries);
     Ok((header, outcome))
 }
 

@@ -15,6 +15,7 @@ use std::path::Path;
 use std::time::Duration;
 
 use reviews_shared::config::{self as shared_config, ConfigError, Override};
+pub use reviews_shared::invalidation::InvalidationConfig;
 pub use reviews_shared::logging::{LogConfig, LogFormat};
 use reviews_shared::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
@@ -99,6 +100,10 @@ pub struct EdgeConfig {
     pub compression: CompressionConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
+    /// Purges shared with the other edges through Redis; absent, this edge purges only its
+    /// own cache.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub invalidation: Option<InvalidationConfig>,
 }
 
 impl Default for EdgeConfig {
@@ -117,6 +122,7 @@ impl Default for EdgeConfig {
             compression: CompressionConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
+            invalidation: None,
         }
     }
 }
@@ -309,6 +315,13 @@ impl EdgeConfig {
         self.upstream.validate()?;
         self.cache.validate()?;
         self.compression.validate()?;
+        if let Some(inv) = &self.invalidation {
+            inv.validate().map_err(|e| EdgeConfigError::Invalid {
+                key: e.key,
+                value: e.value,
+                reason: e.reason,
+            })?;
+        }
         Ok(())
     }
 }
@@ -359,6 +372,17 @@ mod tests {
         let text = "[listen]\nheader_read_timeout = \"0s\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
         let e = EdgeConfig::from_toml(text).unwrap_err().to_string();
         assert!(e.contains("listen.header_read_timeout"), "{e}");
+    }
+
+    #[test]
+    fn an_invalidation_section_without_a_url_names_the_key() {
+        let text =
+            "[invalidation]\nstream = \"s\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
+        let e = EdgeConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.starts_with("invalidation.url"), "{e}");
+        let text = "[invalidation]\nurl = \"redis://127.0.0.1:6379\"\nmax_lenn = 5\n";
+        let e = EdgeConfig::from_toml(text).unwrap_err().to_string();
+        assert!(e.contains("max_lenn") && e.contains("line 3"), "{e}");
     }
 
     #[test]
