@@ -10,6 +10,7 @@ pub const X_CACHE_STATUS: &str = "x-cache-status";
 /// The tags a response belongs to (`product-2`), sent by the API and removed by the edge.
 pub const SURROGATE_KEY: &str = "surrogate-key";
 pub const X_FORWARDED_FOR: &str = "x-forwarded-for";
+pub const X_FORWARDED_PROTO: &str = "x-forwarded-proto";
 pub const RETRY_AFTER: &str = "retry-after";
 
 /// The body length a message announces: one `Content-Length` holding one decimal number.

@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub(crate) mod downstream;
 pub(crate) mod drain;
+pub(crate) mod forwarded;
 pub(crate) mod framing;
 pub(crate) mod handover;
 pub(crate) mod headers;
@@ -25,6 +26,8 @@ mod server;
 pub(crate) mod upstream;
 
 pub use config::{EdgeConfig, RouteRule, Upstream};
+/// Loading and checking the HTTPS listeners' certificates (`--check` uses it; so do tests).
+pub use downstream::tls;
 
 /// The allocator every binary that runs the edge installs (`#[global_allocator] static A:
 /// reviews_proxy::Allocator = reviews_proxy::Allocator;`): mimalloc. Measured with callgrind on

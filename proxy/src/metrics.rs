@@ -25,8 +25,9 @@ macro_rules! lazy {
 
 lazy!(REQUESTS: IntCounterVec = register_int_counter_vec!(
     "edge_requests_total",
-    "Requests answered by the edge.",
-    &["route", "method", "status_class", "cache_status"]
+    "Requests answered by the edge, by client protocol: http1 (plain HTTP/1.x), http1_tls \
+     (HTTP/1.x over TLS), h2 (HTTP/2 over TLS).",
+    &["route", "method", "status_class", "cache_status", "protocol"]
 ));
 lazy!(REQUEST_DURATION: HistogramVec = register_histogram_vec!(
     "edge_request_duration_seconds",
@@ -125,6 +126,22 @@ lazy!(CLIENT_ABORTS: IntCounterVec = register_int_counter_vec!(
     "Requests a client gave up on: it closed, reset or stalled while sending its header, its \
      body, or while its response was written.",
     &["phase"]
+));
+lazy!(TLS_HANDSHAKE_FAILURES: IntCounterVec = register_int_counter_vec!(
+    "edge_tls_handshake_failures_total",
+    "TLS handshakes that did not complete: failed (no common version or cipher, not TLS, \
+     the client refused the certificate) or timeout (not done within listen.header_read_timeout).",
+    &["reason"]
+));
+lazy!(H2_REFUSED: IntCounter = register_int_counter!(
+    "edge_h2_refused_streams_total",
+    "HTTP/2 streams refused because h2.max_concurrent_streams of the connection's requests \
+     were still being handled (streams the client had reset included)."
+));
+lazy!(H2_CLOSED_FOR_RESETS: IntCounter = register_int_counter!(
+    "edge_h2_reset_floods_total",
+    "HTTP/2 connections closed with GOAWAY ENHANCE_YOUR_CALM after h2.max_resets refused or \
+     rejected streams."
 ));
 lazy!(UPSTREAM_QUEUE_LENGTH: IntGauge = register_int_gauge!(
     "edge_upstream_queue_length",
@@ -242,6 +259,11 @@ pub fn init() {
     for r in ["full", "timeout"] {
         UPSTREAM_QUEUE_REJECTED.with_label_values(&[r]);
     }
+    for r in ["failed", "timeout"] {
+        TLS_HANDSHAKE_FAILURES.with_label_values(&[r]);
+    }
+    LazyLock::force(&H2_REFUSED);
+    LazyLock::force(&H2_CLOSED_FOR_RESETS);
     LazyLock::force(&OPEN_CONNECTIONS);
     LazyLock::force(&UPSTREAM_QUEUE_LENGTH);
     LazyLock::force(&LOG_SUPPRESSED);
@@ -258,6 +280,8 @@ pub fn open_fds() -> Option<i64> {
 
 /// Status class label values; [`status_class_index`] maps a status into this.
 pub const STATUS_CLASSES: [&str; 6] = ["1xx", "2xx", "3xx", "4xx", "5xx", "none"];
+/// Protocol label values, indexed by [`crate::downstream::Protocol`].
+pub const PROTOCOLS: [&str; 3] = ["http1", "http1_tls", "h2"];
 /// Method label values; anything else counts as `other`.
 pub const METHODS: [&str; 8] = [
     "GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS", "other",
@@ -297,7 +321,11 @@ impl RequestSeries {
     /// `routes`: one label per configured cache route; `cache_statuses`: the label of each
     /// cache status index.
     pub fn new(routes: Vec<String>, cache_statuses: &'static [&'static str]) -> Self {
-        let n = (routes.len() + 1) * METHODS.len() * STATUS_CLASSES.len() * cache_statuses.len();
+        let n = (routes.len() + 1)
+            * METHODS.len()
+            * STATUS_CLASSES.len()
+            * cache_statuses.len()
+            * PROTOCOLS.len();
         RequestSeries {
             routes,
             cache_statuses,
@@ -312,15 +340,19 @@ impl RequestSeries {
         method: &str,
         status: u16,
         cache_status: usize,
+        protocol: usize,
         seconds: f64,
     ) {
         let route = route
             .filter(|&r| r < self.routes.len())
             .unwrap_or(self.routes.len());
         let (m, c) = (method_index(method), status_class_index(status));
-        let i = ((route * METHODS.len() + m) * STATUS_CLASSES.len() + c)
+        let protocol = protocol.min(PROTOCOLS.len() - 1);
+        let i = (((route * METHODS.len() + m) * STATUS_CLASSES.len() + c)
             * self.cache_statuses.len()
-            + cache_status;
+            + cache_status)
+            * PROTOCOLS.len()
+            + protocol;
         let cell = self.cells[i].get_or_init(|| {
             let route = self.routes.get(route).map_or("other", String::as_str);
             let cache = self.cache_statuses[cache_status];
@@ -330,6 +362,7 @@ impl RequestSeries {
                     METHODS[m],
                     STATUS_CLASSES[c],
                     cache,
+                    PROTOCOLS[protocol],
                 ]),
                 duration: REQUEST_DURATION.with_label_values(&[route, cache]),
                 cache: CACHE_REQUESTS.with_label_values(&[cache]),
@@ -360,18 +393,19 @@ mod tests {
     fn indexed_series_count_under_their_labels() {
         let series = RequestSeries::new(vec!["/idx-test".into()], &["hit", "miss"]);
         let before = REQUESTS
-            .with_label_values(&["/idx-test", "GET", "2xx", "miss"])
+            .with_label_values(&["/idx-test", "GET", "2xx", "miss", "h2"])
             .get();
-        series.observe(Some(0), "GET", 200, 1, 0.001);
-        series.observe(Some(0), "GET", 200, 1, 0.001);
-        series.observe(None, "BREW", 418, 0, 0.001);
+        series.observe(Some(0), "GET", 200, 1, 2, 0.001);
+        series.observe(Some(0), "GET", 200, 1, 2, 0.001);
+        series.observe(Some(0), "GET", 200, 1, 0, 0.001);
+        series.observe(None, "BREW", 418, 0, 1, 0.001);
         let after = REQUESTS
-            .with_label_values(&["/idx-test", "GET", "2xx", "miss"])
+            .with_label_values(&["/idx-test", "GET", "2xx", "miss", "h2"])
             .get();
         assert_eq!(after - before, 2);
         assert!(
             REQUESTS
-                .with_label_values(&["other", "other", "4xx", "hit"])
+                .with_label_values(&["other", "other", "4xx", "hit", "http1_tls"])
                 .get()
                 >= 1
         );

@@ -31,9 +31,10 @@ use crate::cache::flight::{self, FillGuard, Join};
 use crate::cache::policy::Lifetime;
 use crate::cache::{self, Cache, Entry, Lookup};
 use crate::config::EdgeConfig;
-use crate::downstream::Guarded;
+use crate::downstream::{self, Guarded, Protocol};
+use crate::forwarded;
 use crate::framing;
-use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, Scan, X_CACHE_STATUS, X_FORWARDED_FOR};
+use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, Scan, X_CACHE_STATUS};
 use crate::metrics;
 use crate::refresh::{Refresh, Refresher};
 use crate::upstream::{self, Failure};
@@ -485,19 +486,12 @@ impl ProxyHttp for Edge {
             upstream_request.remove_header(&header::IF_NONE_MATCH);
             upstream_request.remove_header(&header::IF_MODIFIED_SINCE);
         }
-        if let Some(addr) = session.client_addr().and_then(|a| a.as_inet()) {
-            let ip = addr.ip().to_string();
-            let xff = match upstream_request
-                .headers
-                .get(X_FORWARDED_FOR)
-                .and_then(|v| v.to_str().ok())
-            {
-                Some(prev) => format!("{prev}, {ip}"),
-                None => ip,
-            };
-            upstream_request.insert_header(X_FORWARDED_FOR, xff)?;
-        }
-        Ok(())
+        let peer = session
+            .client_addr()
+            .and_then(|a| a.as_inet())
+            .map(|a| a.ip());
+        let tls = Protocol::of(session).is_tls();
+        forwarded::apply(upstream_request, peer, tls, &self.config.forwarded)
     }
 
     /// Connecting failed: the request never reached the API, so any method may try another
@@ -818,9 +812,13 @@ impl ProxyHttp for Edge {
             session.req_header().method.as_str(),
             status,
             ctx.cache.status as usize,
+            Protocol::of(session) as usize,
             ctx.start.elapsed().as_secs_f64(),
         );
         if let Some(e) = e {
+            if e.esource() == &ErrorSource::Downstream {
+                downstream::request_aborted();
+            }
             tracing::debug!(error = %e, status, "request failed");
         }
     }

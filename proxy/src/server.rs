@@ -71,6 +71,9 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
             "{}",
             toml::to_string_pretty(&shown).context("printing the effective config")?
         );
+        for warning in check_tls(&config)? {
+            eprintln!("warning: {warning}");
+        }
         eprintln!("edge config is valid");
         return Ok(());
     }
@@ -112,6 +115,16 @@ pub fn run(args: ProxyArgs) -> anyhow::Result<()> {
     server.run(RunArgs::default());
     exit_work();
     Ok(())
+}
+
+/// `--check` of the HTTPS listeners: their files exist, parse and match (else an error naming
+/// the key and file); warnings for certificates outside their validity dates.
+fn check_tls(config: &EdgeConfig) -> anyhow::Result<Vec<String>> {
+    let mut warnings = Vec::new();
+    for t in &config.listen.tls {
+        warnings.extend(crate::downstream::tls::check(t)?);
+    }
+    Ok(warnings)
 }
 
 /// `--reload`: hands the running edge's listeners to a new process of the binary on disk.
@@ -312,6 +325,9 @@ pub struct Parts {
 
 fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> {
     config.validate()?;
+    // Certificates are read from disk by each process, so a reload serves renewed ones; and
+    // before an upgrade takes the listeners, so a bad file leaves the running edge serving.
+    let tls = crate::downstream::tls::endpoints(&config.listen.tls)?;
     metrics::init();
     let opt = Opt {
         upgrade,
@@ -365,11 +381,15 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     // deadlines Pingora's own listener loop lacks.
     let hits = edge.hit_path();
     let proxy = pingora_proxy::http_proxy(&server.configuration, edge);
-    let downstream = Downstream::new(proxy, hits, config);
+    let downstream = Downstream::new(proxy, hits, config, tls);
     let open_connections = downstream.open_connections();
     let mut front = Service::new("reviews edge".into(), downstream);
     let buffers = L4BufferSettings::default().write(config.listen.write_buffer.bytes() as usize);
     front.add_listener(ListenerConfig::tcp(config.listen.address.to_string()).l4_buffer(buffers));
+    // HTTPS listeners are plain TCP to Pingora: `Downstream` does the handshake itself.
+    for t in &config.listen.tls {
+        front.add_listener(ListenerConfig::tcp(t.address.to_string()).l4_buffer(buffers));
+    }
     server.add_service(front);
 
     let admin = Admin {
@@ -437,6 +457,8 @@ impl ShutdownSignalWatch for ChannelSignal {
 /// An edge running on its own thread (see [`start`]).
 pub struct RunningEdge {
     pub listen: SocketAddr,
+    /// The `[[listen.tls]]` addresses, in order.
+    pub tls: Vec<SocketAddr>,
     pub admin: SocketAddr,
     pub cache: Arc<Cache>,
     pub balancer: Arc<Balancer>,
@@ -484,6 +506,9 @@ pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
     static INSTANCE: AtomicU32 = AtomicU32::new(0);
     config.listen.address = free_port(config.listen.address)?;
     config.admin.address = free_port(config.admin.address)?;
+    for t in &mut config.listen.tls {
+        t.address = free_port(t.address)?;
+    }
     let defaults = EdgeConfig::default();
     let n = INSTANCE.fetch_add(1, Ordering::Relaxed);
     let unique = |base: &str| format!("{}-{}-{n}", base, std::process::id());
@@ -505,6 +530,7 @@ pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         .context("spawning the edge thread")?;
     let edge = RunningEdge {
         listen: config.listen.address,
+        tls: config.listen.tls.iter().map(|t| t.address).collect(),
         admin: config.admin.address,
         cache: parts.cache,
         balancer: parts.balancer,
@@ -512,7 +538,7 @@ pub fn start(mut config: EdgeConfig) -> anyhow::Result<RunningEdge> {
         thread: Some(thread),
     };
     let deadline = Instant::now() + Duration::from_secs(10);
-    for addr in [edge.listen, edge.admin] {
+    for &addr in [edge.listen, edge.admin].iter().chain(&edge.tls) {
         while TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_err() {
             if Instant::now() > deadline {
                 bail!("the edge did not start listening on {addr}");

@@ -9,6 +9,7 @@ mod helpers;
 mod import;
 mod multihost;
 mod shared_purges;
+mod tls_reload;
 mod up;
 mod upgrade;
 mod warm_cache;

@@ -8,6 +8,7 @@
 //! listen and admin addresses before [`crate::start`], which validates.
 
 mod cache;
+mod tls;
 mod upstream;
 
 use std::net::SocketAddr;
@@ -21,6 +22,7 @@ use reviews_shared::units::{ByteSize, HumanDuration};
 use serde::{Deserialize, Serialize};
 
 pub use cache::{CacheConfig, CompressionConfig, EncodingName, RouteRule};
+pub use tls::{Alpn, ForwardedConfig, H2Config, IpNet, TlsListenerConfig, TlsVersion};
 pub use upstream::{
     Algorithm, EjectionConfig, HealthConfig, RetriesConfig, TimeoutsConfig, Upstream,
     UpstreamConfig,
@@ -98,6 +100,8 @@ pub struct EdgeConfig {
     pub upstream: UpstreamConfig,
     pub cache: CacheConfig,
     pub compression: CompressionConfig,
+    pub h2: H2Config,
+    pub forwarded: ForwardedConfig,
     pub shutdown: ShutdownConfig,
     pub log: LogConfig,
     /// Purges shared with the other edges through Redis; absent, this edge purges only its
@@ -120,6 +124,8 @@ impl Default for EdgeConfig {
             upstream: UpstreamConfig::default(),
             cache: CacheConfig::default(),
             compression: CompressionConfig::default(),
+            h2: H2Config::default(),
+            forwarded: ForwardedConfig::default(),
             shutdown: ShutdownConfig::default(),
             log: LogConfig::default(),
             invalidation: None,
@@ -158,6 +164,8 @@ pub struct ListenConfig {
     /// ~1.2 KB in two. Allocated when a connection first writes, filled only as far as the
     /// largest response it sent; larger bodies bypass it.
     pub write_buffer: ByteSize,
+    /// HTTPS listeners, besides the plain one at `address`.
+    pub tls: Vec<TlsListenerConfig>,
 }
 
 impl Default for ListenConfig {
@@ -172,6 +180,7 @@ impl Default for ListenConfig {
             send_timeout: secs(60),
             keepalive_requests: 0,
             write_buffer: ByteSize(16 << 10),
+            tls: Vec::new(),
         }
     }
 }
@@ -191,6 +200,18 @@ impl ListenConfig {
                 self.write_buffer,
                 "must be at most 1MiB (it is per connection)",
             ));
+        }
+        let mut seen = vec![self.address];
+        for t in &self.tls {
+            t.validate()?;
+            if t.address.port() != 0 && seen.contains(&t.address) {
+                return Err(invalid(
+                    "listen.tls.address",
+                    format!("\"{}\"", t.address),
+                    "already used by another listener",
+                ));
+            }
+            seen.push(t.address);
         }
         Ok(())
     }
@@ -322,6 +343,7 @@ impl EdgeConfig {
                 reason: e.reason,
             })?;
         }
+        self.h2.validate()?;
         Ok(())
     }
 }

@@ -226,7 +226,21 @@ impl UniqueID for Guarded {
     }
 }
 
-impl Ssl for Guarded {}
+/// A TLS connection's details (ALPN, the digest that tells the proxy the request came over
+/// TLS) are the inner stream's.
+impl Ssl for Guarded {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
 
 impl GetTimingDigest for Guarded {
     fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {

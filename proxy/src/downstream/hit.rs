@@ -214,6 +214,7 @@ impl HitPath {
             method,
             status.as_u16(),
             CacheStatus::Hit as usize,
+            super::Protocol::of_http1(stream) as usize,
             start.elapsed().as_secs_f64(),
         );
         match sent {

@@ -9,13 +9,19 @@
 //!    and closing);
 //! 2. wraps the socket in [`Guarded`], which enforces the total header deadline and the
 //!    keep-alive idle timeout (see `deadline.rs`);
-//! 3. runs the keep-alive loop Pingora's own HTTP app would run, with pipelining on (requests
-//!    are answered in order) and the body-read and send timeouts of `[listen]`: each request
-//!    header is read by the hit fast path (`hit.rs`), which answers fresh cache hits itself
-//!    and hands everything else to the proxy with the bytes it read.
+//! 3. on an HTTPS listener (`[[listen.tls]]`), performs the TLS handshake within
+//!    `header_read_timeout` (see `tls.rs`); a client that chose `h2` by ALPN is served by
+//!    `http2.rs`, one proxy session per stream, under the `[h2]` limits;
+//! 4. otherwise (HTTP/1, plain or TLS) runs the keep-alive loop Pingora's own HTTP app would
+//!    run, with pipelining on (requests are answered in order) and the body-read and send
+//!    timeouts of `[listen]`: each request header is read by the hit fast path (`hit.rs`),
+//!    which answers fresh cache hits itself and hands everything else to the proxy with the
+//!    bytes it read.
 
 mod deadline;
 mod hit;
+mod http2;
+pub mod tls;
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -24,8 +30,9 @@ use std::time::Duration;
 use async_trait::async_trait;
 use bytes::BytesMut;
 use pingora_core::apps::{HttpPersistentSettings, HttpServerApp, ServerApp};
-use pingora_core::protocols::Stream;
 use pingora_core::protocols::http::ServerSession;
+use pingora_core::protocols::l4::stream::Stream as L4Stream;
+use pingora_core::protocols::{ALPN, Stream};
 use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -33,10 +40,47 @@ use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 
 pub use deadline::Guarded;
 pub use hit::HitPath;
+use http2::H2Settings;
+pub use http2::request_aborted;
+use tls::TlsEndpoint;
 
 use crate::config::EdgeConfig;
 use crate::metrics;
 use crate::proxy::Edge;
+
+/// How a request reached the edge (the `protocol` label of `edge_requests_total`, and
+/// `X-Forwarded-Proto`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Protocol {
+    Http1 = 0,
+    Http1Tls = 1,
+    H2 = 2,
+}
+
+impl Protocol {
+    pub fn of(session: &ServerSession) -> Protocol {
+        if session.is_http2() {
+            Protocol::H2
+        } else if session.digest().is_some_and(|d| d.ssl_digest.is_some()) {
+            Protocol::Http1Tls
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    /// An HTTP/1 connection's protocol, from its stream.
+    pub fn of_http1(stream: &Stream) -> Protocol {
+        if stream.get_ssl_digest().is_some() {
+            Protocol::Http1Tls
+        } else {
+            Protocol::Http1
+        }
+    }
+
+    pub fn is_tls(self) -> bool {
+        self != Protocol::Http1
+    }
+}
 
 /// How long connections idle between requests may still send one (see `cleanup`).
 const LAST_CALL: Duration = Duration::from_secs(1);
@@ -60,6 +104,9 @@ pub struct Downstream {
     body_read_timeout: Duration,
     send_timeout: Duration,
     keepalive_requests: Option<u32>,
+    /// The HTTPS listeners; a connection to any other address is plain HTTP/1.1.
+    tls: Vec<TlsEndpoint>,
+    h2: H2Settings,
 }
 
 /// An open client connection, counted in `edge_open_connections` while it holds its slot.
@@ -87,7 +134,13 @@ impl Drop for OpenConnection {
 }
 
 impl Downstream {
-    pub fn new(proxy: HttpProxy<Edge>, hits: HitPath, config: &EdgeConfig) -> Self {
+    /// `tls`: the HTTPS listeners' certificates, loaded by the caller (see `tls.rs`).
+    pub fn new(
+        proxy: HttpProxy<Edge>,
+        hits: HitPath,
+        config: &EdgeConfig,
+        tls: Vec<TlsEndpoint>,
+    ) -> Self {
         let l = &config.listen;
         Downstream {
             proxy: Arc::new(proxy),
@@ -104,7 +157,56 @@ impl Downstream {
             body_read_timeout: l.body_read_timeout.get(),
             send_timeout: l.send_timeout.get(),
             keepalive_requests: (l.keepalive_requests > 0).then_some(l.keepalive_requests),
+            tls,
+            h2: H2Settings {
+                limits: config.h2.clone(),
+                handshake_timeout: l.header_read_timeout.get(),
+                idle_timeout: l.keepalive_timeout.get(),
+                body_read_timeout: l.body_read_timeout.get(),
+                send_timeout: l.send_timeout.get(),
+            },
         }
+    }
+
+    /// The HTTPS listener a connection came in on, if any: matched by the local address
+    /// (a listener on 0.0.0.0 or :: by its port).
+    fn tls_endpoint(&self, stream: &Stream) -> Option<&TlsEndpoint> {
+        if self.tls.is_empty() {
+            return None;
+        }
+        let digest = stream.get_socket_digest()?;
+        let local = *digest.local_addr()?.as_inet()?;
+        self.tls.iter().find(|t| {
+            t.address == local
+                || (t.address.ip().is_unspecified() && t.address.port() == local.port())
+        })
+    }
+
+    /// The TLS handshake, within the header deadline. `None`: it failed (counted).
+    async fn handshake(&self, endpoint: &TlsEndpoint, stream: Stream) -> Option<Stream> {
+        // Pingora's listener hands over its own TCP stream; the TLS stream wraps it directly.
+        let l4 = match stream.into_any().downcast::<L4Stream>() {
+            Ok(l4) => *l4,
+            Err(_) => {
+                tracing::warn!("an HTTPS connection without a TCP stream: closed");
+                return None;
+            }
+        };
+        let outcome =
+            tokio::time::timeout(self.header_timeout, endpoint.acceptor.tls_handshake(l4)).await;
+        let result = match outcome {
+            Ok(Ok(tls)) => return Some(Box::new(tls)),
+            Ok(Err(e)) => {
+                // Scanners, wrong names, old clients: the client's problem, not the edge's.
+                tracing::debug!(error = %e, "TLS handshake failed");
+                "failed"
+            }
+            Err(_) => "timeout",
+        };
+        metrics::TLS_HANDSHAKE_FAILURES
+            .with_label_values(&[result])
+            .inc();
+        None
     }
 
     /// The count of open client connections, shared.
@@ -162,6 +264,14 @@ impl ServerApp for Downstream {
             return None;
         };
         let _open = OpenConnection::new(slot, &self.open);
+        let stream = match self.tls_endpoint(&stream) {
+            Some(endpoint) => self.handshake(endpoint, stream).await?,
+            None => stream,
+        };
+        if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+            http2::serve(&self.proxy, &self.h2, stream, shutdown).await;
+            return None;
+        }
         let mut stream: Stream = Box::new(Guarded::new(stream, self.header_timeout));
         let mut closing = self.closing.subscribe();
         // Bytes read by the fast path and not yet answered (a pipelined next request).

@@ -12,3 +12,4 @@ mod invalidation;
 mod limits;
 mod metrics;
 mod slow_clients;
+mod tls;

@@ -1,0 +1,161 @@
+//! The HTTPS listeners' certificates: read from the PEM files named in `[[listen.tls]]` when
+//! the edge starts (so a reload, which starts a new process, serves a renewed certificate),
+//! and checked by `--check`.
+//!
+//! The rustls config is built here rather than by Pingora's `TlsSettings`, which in 0.9
+//! panics on a bad file, offers no minimum protocol version (always TLS 1.2 and 1.3) and
+//! performs the handshake before the application sees the connection; the edge hands the
+//! config to Pingora's `Acceptor` and handshakes inside `Downstream`, under a connection slot
+//! and the header deadline.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+use pingora_core::listeners::tls::Acceptor;
+use rustls::ServerConfig;
+use rustls::crypto::CryptoProvider;
+use rustls::pki_types::pem::PemObject;
+use rustls::pki_types::{CertificateDer, PrivateKeyDer};
+use rustls::server::ServerSessionMemoryCache;
+
+use crate::config::{TlsListenerConfig, TlsVersion};
+
+/// TLS sessions remembered for resumption per listener (NGINX's `ssl_session_cache
+/// shared:SSL:10m` holds about 40,000).
+const SESSION_CACHE: usize = 32_768;
+
+#[derive(Debug, thiserror::Error)]
+pub enum TlsError {
+    #[error("listen.tls.{key} = {path:?}: cannot read it: {source}")]
+    Read {
+        key: &'static str,
+        path: PathBuf,
+        source: std::io::Error,
+    },
+    #[error("listen.tls.{key} = {path:?}: {reason}")]
+    Content {
+        key: &'static str,
+        path: PathBuf,
+        reason: String,
+    },
+    #[error("listen.tls.key = {key:?} does not belong to the certificate in {cert:?}: {reason}")]
+    Mismatch {
+        cert: PathBuf,
+        key: PathBuf,
+        reason: String,
+    },
+}
+
+/// One HTTPS listener, ready to accept.
+pub struct TlsEndpoint {
+    pub address: SocketAddr,
+    pub acceptor: Acceptor,
+}
+
+fn provider() -> Arc<CryptoProvider> {
+    Arc::new(rustls::crypto::ring::default_provider())
+}
+
+fn read(key: &'static str, path: &Path) -> Result<Vec<u8>, TlsError> {
+    std::fs::read(path).map_err(|source| TlsError::Read {
+        key,
+        path: path.to_owned(),
+        source,
+    })
+}
+
+/// The certificate chain in `cert`, first the server's own.
+fn load_chain(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
+    let pem = read("cert", path)?;
+    let content = |reason: String| TlsError::Content {
+        key: "cert",
+        path: path.to_owned(),
+        reason,
+    };
+    let chain = CertificateDer::pem_slice_iter(&pem)
+        .collect::<Result<Vec<_>, _>>()
+        .map_err(|e| content(format!("not a PEM certificate chain: {e}")))?;
+    if chain.is_empty() {
+        return Err(content("no CERTIFICATE block in the file".into()));
+    }
+    Ok(chain)
+}
+
+fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
+    let pem = read("key", path)?;
+    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::Content {
+        key: "key",
+        path: path.to_owned(),
+        reason: format!("no PEM private key in the file: {e}"),
+    })
+}
+
+/// The rustls config of one listener: its certificate and key, protocol versions and ALPN.
+pub fn server_config(c: &TlsListenerConfig) -> Result<ServerConfig, TlsError> {
+    let chain = load_chain(&c.cert)?;
+    let key = load_key(&c.key)?;
+    let versions: &[&'static rustls::SupportedProtocolVersion] = match c.min_version {
+        TlsVersion::Tls12 => &[&rustls::version::TLS13, &rustls::version::TLS12],
+        TlsVersion::Tls13 => &[&rustls::version::TLS13],
+    };
+    let builder = ServerConfig::builder_with_provider(provider())
+        .with_protocol_versions(versions)
+        .map_err(|e| TlsError::Content {
+            key: "min_version",
+            path: c.cert.clone(),
+            reason: e.to_string(),
+        })?
+        .with_no_client_auth();
+    let mut config = builder
+        .with_single_cert(chain, key)
+        .map_err(|e| TlsError::Mismatch {
+            cert: c.cert.clone(),
+            key: c.key.clone(),
+            reason: e.to_string(),
+        })?;
+    config.alpn_protocols = c.alpn.iter().map(|a| a.wire().to_vec()).collect();
+    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    Ok(config)
+}
+
+/// Every `[[listen.tls]]` listener, built from the files on disk now.
+pub fn endpoints(listeners: &[TlsListenerConfig]) -> Result<Vec<TlsEndpoint>, TlsError> {
+    listeners
+        .iter()
+        .map(|c| {
+            Ok(TlsEndpoint {
+                address: c.address,
+                acceptor: Acceptor::from_server_config(Arc::new(server_config(c)?)),
+            })
+        })
+        .collect()
+}
+
+/// `--check` of one listener: the files load and match (else `Err`), and warnings about
+/// the certificate's validity dates.
+pub fn check(c: &TlsListenerConfig) -> Result<Vec<String>, TlsError> {
+    server_config(c)?;
+    let chain = load_chain(&c.cert)?;
+    let (_, cert) =
+        x509_parser::parse_x509_certificate(&chain[0]).map_err(|e| TlsError::Content {
+            key: "cert",
+            path: c.cert.clone(),
+            reason: format!("not an X.509 certificate: {e}"),
+        })?;
+    let validity = cert.validity();
+    let now = x509_parser::time::ASN1Time::now();
+    let mut warnings = Vec::new();
+    if validity.not_after < now {
+        warnings.push(format!(
+            "listen.tls.cert = {:?}: the certificate expired on {} (clients will refuse it)",
+            c.cert, validity.not_after
+        ));
+    } else if validity.not_before > now {
+        warnings.push(format!(
+            "listen.tls.cert = {:?}: the certificate is not valid before {}",
+            c.cert, validity.not_before
+        ));
+    }
+    Ok(warnings)
+}

@@ -1,0 +1,467 @@
+//! HTTPS listeners with certificates made by the test (a CA and a leaf for `edge.test`),
+//! against real TLS clients: reqwest (rustls, ALPN) and, for the HTTP/2 abuse cases, the `h2`
+//! crate's client driven by hand.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, date_time_ymd};
+use reviews_proxy::EdgeConfig;
+use reviews_proxy::config::{Alpn, TlsListenerConfig, TlsVersion};
+use reviews_proxy::tls;
+use rustls::pki_types::CertificateDer;
+use rustls::pki_types::pem::PemObject;
+
+use crate::helpers::{Origin, TestEdge, config};
+
+/// A CA and certificates it signs, written as PEM files into a temporary directory.
+pub struct Pki {
+    pub dir: tempfile::TempDir,
+    ca: rcgen::Certificate,
+    ca_key: KeyPair,
+}
+
+/// A certificate and key on disk.
+pub struct Issued {
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+impl Pki {
+    pub fn new() -> Pki {
+        let ca_key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.distinguished_name
+            .push(DnType::CommonName, "reviews test CA");
+        let ca = p.self_signed(&ca_key).unwrap();
+        Pki {
+            dir: tempfile::tempdir().unwrap(),
+            ca,
+            ca_key,
+        }
+    }
+
+    pub fn ca_pem(&self) -> String {
+        self.ca.pem()
+    }
+
+    /// A leaf for `edge.test` named `name` in the directory; `expired` dates it 2020–2021.
+    pub fn issue(&self, name: &str, expired: bool) -> Issued {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(vec!["edge.test".to_owned()]).unwrap();
+        p.distinguished_name.push(DnType::CommonName, "edge.test");
+        if expired {
+            p.not_before = date_time_ymd(2020, 1, 1);
+            p.not_after = date_time_ymd(2021, 1, 1);
+        }
+        let cert = p.signed_by(&key, &self.ca, &self.ca_key).unwrap();
+        let (cert_path, key_path) = (
+            self.dir.path().join(format!("{name}.crt")),
+            self.dir.path().join(format!("{name}.key")),
+        );
+        std::fs::write(&cert_path, cert.pem()).unwrap();
+        std::fs::write(&key_path, key.serialize_pem()).unwrap();
+        Issued {
+            cert: cert_path,
+            key: key_path,
+        }
+    }
+}
+
+pub fn listener(issued: &Issued) -> TlsListenerConfig {
+    TlsListenerConfig {
+        address: "127.0.0.1:0".parse().unwrap(),
+        cert: issued.cert.clone(),
+        key: issued.key.clone(),
+        min_version: TlsVersion::Tls12,
+        alpn: vec![Alpn::H2, Alpn::Http11],
+    }
+}
+
+fn tls_config(origin: &Origin, listener: TlsListenerConfig, extra: &str) -> EdgeConfig {
+    let mut c = config(&[origin], extra);
+    c.listen.tls.push(listener);
+    c
+}
+
+/// A client trusting the test CA that reaches the edge's HTTPS listener as `name`.
+fn client(pki: &Pki, name: &str, addr: SocketAddr) -> reqwest::ClientBuilder {
+    reqwest::Client::builder()
+        .use_rustls_tls()
+        .add_root_certificate(reqwest::Certificate::from_pem(pki.ca_pem().as_bytes()).unwrap())
+        .resolve(name, addr)
+        .timeout(Duration::from_secs(10))
+}
+
+fn https(edge: &TestEdge, path: &str) -> String {
+    format!("https://edge.test:{}{path}", edge.edge().tls[0].port())
+}
+
+fn stamp(body: &str) -> u64 {
+    let v: serde_json::Value = serde_json::from_str(body).unwrap();
+    v["stamp"].as_u64().unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn h2_and_http1_over_tls_share_the_cache_and_are_labelled_by_protocol() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let addr = edge.edge().tls[0];
+    let h2 = client(&pki, "edge.test", addr).build().unwrap();
+    let h1 = client(&pki, "edge.test", addr)
+        .http1_only()
+        .build()
+        .unwrap();
+
+    let first = h2.get(https(&edge, "/t/tls-shared")).send().await.unwrap();
+    assert_eq!(first.version(), reqwest::Version::HTTP_2);
+    assert_eq!(first.headers()["x-cache-status"], "miss");
+    let stamped = stamp(&first.text().await.unwrap());
+
+    let second = h1.get(https(&edge, "/t/tls-shared")).send().await.unwrap();
+    assert_eq!(second.version(), reqwest::Version::HTTP_11);
+    assert_eq!(second.headers()["x-cache-status"], "hit");
+    assert_eq!(stamp(&second.text().await.unwrap()), stamped);
+
+    let plain = edge.get("/t/tls-shared").await;
+    assert_eq!((plain.cache(), plain.stamp()), ("hit", stamped));
+    assert_eq!(origin.state.count("/t/tls-shared"), 1);
+
+    // A compressed hit over h2, as a browser asks for it.
+    let gz = h2
+        .get(https(&edge, "/t/tls-shared?pad=3000"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.status(), 200);
+    let gz = h2
+        .get(https(&edge, "/t/tls-shared?pad=3000"))
+        .header("accept-encoding", "gzip")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(gz.headers()["x-cache-status"], "hit");
+    assert_eq!(gz.headers()["content-encoding"], "gzip");
+
+    let m = edge.metrics().await;
+    for protocol in ["h2", "http1_tls", "http1"] {
+        let label = format!("protocol=\"{protocol}\"");
+        assert!(
+            m.lines()
+                .any(|l| l.starts_with("edge_requests_total{") && l.contains(&label)),
+            "no edge_requests_total with {label} in:\n{m}"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn alpn_offers_only_the_protocols_the_listener_names() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let mut l = listener(&pki.issue("leaf", false));
+    l.alpn = vec![Alpn::Http11];
+    let edge = TestEdge::start(tls_config(&origin, l, ""));
+    let h2_capable = client(&pki, "edge.test", edge.edge().tls[0])
+        .build()
+        .unwrap();
+    let r = h2_capable
+        .get(https(&edge, "/t/alpn"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.version(), reqwest::Version::HTTP_11);
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn min_version_1_3_refuses_a_tls_1_2_client() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let mut l = listener(&pki.issue("leaf", false));
+    l.min_version = TlsVersion::Tls13;
+    let edge = TestEdge::start(tls_config(&origin, l, ""));
+    let addr = edge.edge().tls[0];
+    let old = client(&pki, "edge.test", addr)
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    assert!(old.get(https(&edge, "/t/v")).send().await.is_err());
+    let new = client(&pki, "edge.test", addr).build().unwrap();
+    assert_eq!(
+        new.get(https(&edge, "/t/v")).send().await.unwrap().status(),
+        200
+    );
+
+    // The default (1.2) lets the same old client in.
+    let edge12 = TestEdge::start(tls_config(
+        &origin,
+        listener(&pki.issue("leaf12", false)),
+        "",
+    ));
+    let old = client(&pki, "edge.test", edge12.edge().tls[0])
+        .max_tls_version(reqwest::tls::Version::TLS_1_2)
+        .build()
+        .unwrap();
+    let r = old.get(https(&edge12, "/t/v")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_name_the_certificate_does_not_cover_is_refused_and_others_are_still_served() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let addr = edge.edge().tls[0];
+    let wrong = client(&pki, "shop.example", addr).build().unwrap();
+    let url = format!("https://shop.example:{}/t/sni", addr.port());
+    let e = wrong.get(url).send().await.unwrap_err();
+    assert!(
+        format!("{e:?}").contains("NotValidForName"),
+        "expected a name mismatch, got {e:?}"
+    );
+    let right = client(&pki, "edge.test", addr).build().unwrap();
+    let r = right.get(https(&edge, "/t/sni")).send().await.unwrap();
+    assert_eq!(r.status(), 200);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_expired_certificate_is_refused_by_clients_and_check_warns_with_its_date() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let expired = pki.issue("old", true);
+    let l = listener(&expired);
+    let warnings = tls::check(&l).unwrap();
+    assert!(
+        warnings.len() == 1 && warnings[0].contains("expired on") && warnings[0].contains("2021"),
+        "{warnings:?}"
+    );
+    assert!(
+        tls::check(&listener(&pki.issue("fresh", false)))
+            .unwrap()
+            .is_empty()
+    );
+
+    // Served as configured (NGINX does the same); the client refuses it.
+    let edge = TestEdge::start(tls_config(&origin, l, ""));
+    let c = client(&pki, "edge.test", edge.edge().tls[0])
+        .build()
+        .unwrap();
+    let e = c.get(https(&edge, "/t/expired")).send().await.unwrap_err();
+    assert!(format!("{e:?}").contains("Expired"), "{e:?}");
+    assert_eq!(origin.state.count("/t/expired"), 0);
+}
+
+#[test]
+fn check_names_a_missing_file_a_file_that_is_not_pem_and_a_key_of_another_certificate() {
+    let pki = Pki::new();
+    let a = pki.issue("a", false);
+    let b = pki.issue("b", false);
+
+    let mut l = listener(&a);
+    l.cert = pki.dir.path().join("missing.crt");
+    let e = tls::check(&l).unwrap_err().to_string();
+    assert!(
+        e.contains("listen.tls.cert") && e.contains("missing.crt"),
+        "{e}"
+    );
+
+    let garbage = pki.dir.path().join("garbage.key");
+    std::fs::write(&garbage, "not a key\n").unwrap();
+    let mut l = listener(&a);
+    l.key = garbage;
+    let e = tls::check(&l).unwrap_err().to_string();
+    assert!(
+        e.contains("listen.tls.key") && e.contains("garbage.key"),
+        "{e}"
+    );
+
+    let mut l = listener(&a);
+    l.key = b.key.clone();
+    let e = tls::check(&l).unwrap_err().to_string();
+    assert!(e.contains("does not belong") && e.contains("b.key"), "{e}");
+
+    // And the edge refuses to start with it rather than panicking.
+    let origin = Origin::start("a");
+    let e = reviews_proxy::start(tls_config(&origin, l, ""))
+        .err()
+        .unwrap();
+    assert!(format!("{e:#}").contains("does not belong"), "{e:#}");
+}
+
+/// An HTTP/2 connection to the edge's HTTPS listener, driven by the `h2` crate's client.
+async fn h2_connect(
+    ca_pem: &str,
+    addr: SocketAddr,
+    builder: h2::client::Builder,
+) -> (
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(ca_pem.as_bytes()).unwrap())
+        .unwrap();
+    let mut config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_safe_default_protocol_versions()
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    config.alpn_protocols = vec![b"h2".to_vec()];
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("edge.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(Arc::new(config))
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let (send, conn) = builder.handshake(tls).await.unwrap();
+    (send, tokio::spawn(conn))
+}
+
+fn get(path: &str) -> http::Request<()> {
+    http::Request::get(format!("https://edge.test{path}"))
+        .body(())
+        .unwrap()
+}
+
+const H2_LIMITS: &str = "[h2]\nmax_concurrent_streams = 4\nmax_resets = 20\n";
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2_client_opening_more_streams_than_allowed_is_bounded_and_others_are_served() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(
+        &origin,
+        listener(&pki.issue("leaf", false)),
+        H2_LIMITS,
+    ));
+    let addr = edge.edge().tls[0];
+    // The client ignores the edge's SETTINGS_MAX_CONCURRENT_STREAMS: 200 streams at once. On
+    // a runtime of its own with one thread, its connection task cannot read the edge's
+    // SETTINGS before all 200 HEADERS frames are queued.
+    let ca = pki.ca_pem();
+    let abuser = std::thread::spawn(move || {
+        let rt = tokio::runtime::Builder::new_current_thread()
+            .enable_all()
+            .build()
+            .unwrap();
+        rt.block_on(async move {
+            let mut builder = h2::client::Builder::new();
+            builder.initial_max_send_streams(200);
+            let (mut send, conn) = h2_connect(&ca, addr, builder).await;
+            let mut responses = Vec::new();
+            for i in 0..200 {
+                match send.send_request(get(&format!("/t/many/{i}?delay_ms=300")), true) {
+                    Ok((r, _)) => responses.push(r),
+                    Err(_) => break,
+                }
+            }
+            let (mut ok, mut refused) = (0, 0);
+            for r in responses {
+                match r.await {
+                    Ok(r) if r.status() == 200 => ok += 1,
+                    Ok(r) => panic!("unexpected {}", r.status()),
+                    Err(_) => refused += 1,
+                }
+            }
+            let _ = conn.await;
+            (ok, refused)
+        })
+    });
+    let other = client(&pki, "edge.test", addr).build().unwrap();
+    let served = other
+        .get(https(&edge, "/t/bystander"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(served.status(), 200);
+
+    let (ok, refused) = tokio::task::block_in_place(|| abuser.join().unwrap());
+    let reached: usize = (0..200)
+        .map(|i| origin.state.count(&format!("/t/many/{i}?delay_ms=300")))
+        .sum();
+    assert!(reached <= 4, "{reached} requests reached the origin");
+    assert!(ok <= 4 && refused >= 196, "ok {ok}, refused {refused}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2_client_resetting_streams_in_a_loop_is_cut_off_and_others_are_served() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(
+        &origin,
+        listener(&pki.issue("leaf", false)),
+        H2_LIMITS,
+    ));
+    let addr = edge.edge().tls[0];
+    let (mut send, conn) = h2_connect(&pki.ca_pem(), addr, h2::client::Builder::new()).await;
+    const TRIES: usize = 5_000;
+    let mut sent = 0;
+    let mut cut: Option<h2::Error> = None;
+    for i in 0..TRIES {
+        let ready = tokio::time::timeout(Duration::from_secs(5), send.clone().ready()).await;
+        let mut ready = match ready {
+            Ok(Ok(s)) => s,
+            Ok(Err(e)) => {
+                cut = Some(e);
+                break;
+            }
+            Err(_) => panic!("the connection stalled after {sent} streams"),
+        };
+        match ready.send_request(get(&format!("/t/reset/{i}?delay_ms=200")), true) {
+            Ok((_response, mut stream)) => {
+                // Long enough for the edge to take the stream and start on it (a stream reset
+                // in the same packet never reaches the proxy: the codec drops it).
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                stream.send_reset(h2::Reason::CANCEL)
+            }
+            Err(e) => {
+                cut = Some(e);
+                break;
+            }
+        }
+        sent += 1;
+        send = ready;
+    }
+    let conn_result = tokio::time::timeout(Duration::from_secs(5), conn)
+        .await
+        .expect("the connection is closed")
+        .unwrap();
+    let e = conn_result
+        .err()
+        .or(cut)
+        .expect("the edge closed the connection with an error");
+    // Cut off after h2.max_resets (20) refused or abandoned streams, with at most
+    // max_concurrent_streams (4) in progress: never thousands.
+    assert!(
+        sent <= 100,
+        "{sent} streams opened and reset before the edge closed the connection"
+    );
+    assert_eq!(e.reason(), Some(h2::Reason::ENHANCE_YOUR_CALM), "{e:?}");
+
+    let other = client(&pki, "edge.test", addr).build().unwrap();
+    let r = other
+        .get(https(&edge, "/t/after-flood"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let reached: usize = (0..sent)
+        .map(|i| origin.state.count(&format!("/t/reset/{i}?delay_ms=200")))
+        .sum();
+    assert!(
+        reached <= 20 + 4,
+        "{reached} of {sent} reset requests reached the origin"
+    );
+    let m = edge.metrics().await;
+    assert!(
+        m.lines()
+            .any(|l| l.starts_with("edge_h2_reset_floods_total ") && !l.ends_with(" 0")),
+        "{m}"
+    );
+}
