@@ -115,6 +115,22 @@ async fn create_review(State(state): State<Arc<OriginState>>, body: Bytes) -> Re
         .into_response()
 }
 
+/// `/echo/...`: the forwarding headers the origin received, as JSON (never cached).
+async fn echo_forwarding(headers: HeaderMap) -> Response {
+    let get = |name: &str| {
+        headers
+            .get(name)
+            .map(|v| serde_json::Value::from(v.to_str().unwrap_or("?")))
+            .unwrap_or(serde_json::Value::Null)
+    };
+    let body = serde_json::json!({
+        "x-forwarded-for": get("x-forwarded-for"),
+        "x-forwarded-proto": get("x-forwarded-proto"),
+        "forwarded": get("forwarded"),
+    });
+    ([("cache-control", "no-store")], body.to_string()).into_response()
+}
+
 async fn readyz(State(state): State<Arc<OriginState>>) -> Response {
     let _ = state;
     "ok".into_response()
@@ -127,6 +143,7 @@ fn router(state: Arc<OriginState>) -> Router {
         .route("/reviews/meta", get(reviews))
         .route("/t/{*rest}", get(test_route).head(test_route))
         .route("/nocache/{*rest}", get(test_route).post(test_route))
+        .route("/echo/{*rest}", get(echo_forwarding))
         .with_state(state)
 }
 

@@ -465,3 +465,43 @@ async fn an_h2_client_resetting_streams_in_a_loop_is_cut_off_and_others_are_serv
         "{m}"
     );
 }
+
+async fn forwarding_seen(r: reqwest::RequestBuilder) -> serde_json::Value {
+    let r = r
+        .header("x-forwarded-for", "6.6.6.6")
+        .header("x-forwarded-proto", "https")
+        .header("forwarded", "for=6.6.6.6;proto=https")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    serde_json::from_str(&r.text().await.unwrap()).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_api_is_told_the_client_and_scheme_and_never_a_clients_own_claim() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let tls = client(&pki, "edge.test", edge.edge().tls[0])
+        .build()
+        .unwrap();
+
+    let plain = forwarding_seen(edge.client.get(edge.url("/echo/plain"))).await;
+    assert_eq!(plain["x-forwarded-for"], "127.0.0.1", "{plain}");
+    assert_eq!(plain["x-forwarded-proto"], "http", "{plain}");
+    assert!(plain["forwarded"].is_null(), "{plain}");
+    let over_tls = forwarding_seen(tls.get(https(&edge, "/echo/tls"))).await;
+    assert_eq!(over_tls["x-forwarded-for"], "127.0.0.1", "{over_tls}");
+    assert_eq!(over_tls["x-forwarded-proto"], "https", "{over_tls}");
+
+    // Behind a trusted load balancer its headers are kept and appended to.
+    let trusting = TestEdge::start(config(
+        &[&origin],
+        "[forwarded]\ntrusted_proxies = [\"127.0.0.0/8\"]\n",
+    ));
+    let kept = forwarding_seen(trusting.client.get(trusting.url("/echo/trusted"))).await;
+    assert_eq!(kept["x-forwarded-for"], "6.6.6.6, 127.0.0.1", "{kept}");
+    assert_eq!(kept["x-forwarded-proto"], "https", "{kept}");
+    assert_eq!(kept["forwarded"], "for=6.6.6.6;proto=https", "{kept}");
+}
