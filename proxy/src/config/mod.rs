@@ -408,6 +408,40 @@ mod tests {
     }
 
     #[test]
+    fn tls_and_h2_mistakes_name_their_keys() {
+        let server = "[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
+        let tls =
+            "[[listen.tls]]\naddress = \"127.0.0.1:8443\"\ncert = \"c.pem\"\nkey = \"k.pem\"\n";
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}min_version = \"1.1\"\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("min_version") && e.contains("1.1"), "{e}");
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}alpn = []\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen.tls.alpn"), "{e}");
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}alpn = [\"spdy/3\"]\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("spdy/3"), "{e}");
+        let e = EdgeConfig::from_toml(&format!("{server}[h2]\nmax_concurrent_streams = 0\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("h2.max_concurrent_streams"), "{e}");
+        let e = EdgeConfig::from_toml(&format!(
+            "{server}[forwarded]\ntrusted_proxies = [\"10.0.0.0/33\"]\n"
+        ))
+        .unwrap_err()
+        .to_string();
+        assert!(
+            e.contains("trusted_proxies") && e.contains("10.0.0.0/33"),
+            "{e}"
+        );
+        let c = EdgeConfig::from_toml(&format!("{server}{tls}")).unwrap();
+        assert_eq!(c.listen.tls[0].alpn, vec![Alpn::H2, Alpn::Http11]);
+    }
+
+    #[test]
     fn the_example_config_is_valid_and_prints_back_the_same() {
         let text = std::fs::read_to_string(concat!(
             env!("CARGO_MANIFEST_DIR"),

@@ -147,6 +147,22 @@ async fn h2_and_http1_over_tls_share_the_cache_and_are_labelled_by_protocol() {
     assert_eq!(gz.headers()["x-cache-status"], "hit");
     assert_eq!(gz.headers()["content-encoding"], "gzip");
 
+    // A write over h2 purges what it names, as over HTTP/1.1.
+    let page = https(&edge, "/reviews?product_id=77");
+    h2.get(&page).send().await.unwrap();
+    let hit = h2.get(&page).send().await.unwrap();
+    assert_eq!(hit.headers()["x-cache-status"], "hit");
+    let posted = h2
+        .post(https(&edge, "/reviews"))
+        .header("content-type", "application/json")
+        .body(r#"{"product_id":77}"#)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(posted.status(), 201);
+    let after = h2.get(&page).send().await.unwrap();
+    assert_eq!(after.headers()["x-cache-status"], "miss");
+
     let m = edge.metrics().await;
     for protocol in ["h2", "http1_tls", "http1"] {
         let label = format!("protocol=\"{protocol}\"");
