@@ -131,6 +131,8 @@ TOML
 edge_config 3GiB >"$WORK/edge.toml"
 if [ "$TLS" = 1 ]; then
     cat >>"$WORK/edge.toml" <<TOML
+[h2]
+max_requests = 0
 [[listen.tls]]
 address = "127.0.0.1:$EDGE_TLS_PORT"
 cert = "$WORK/tls/cert.pem"
@@ -186,6 +188,9 @@ error_log $WORK/nginx/logs/error.log warn;
 events { worker_connections 2000; }
 http {
     access_log off;
+    # Connections are reused for the whole run by both proxies (NGINX's default of 1000
+    # requests per connection would make wrk reconnect, and h2load, which does not, stop).
+    keepalive_requests 1000000;
     proxy_cache_path $WORK/nginx/cache levels=1:2 keys_zone=reviews:100m max_size=3g inactive=60m use_temp_path=off;
     upstream api { server 127.0.0.1:$ORIGIN_PORT; keepalive 128; }
     gzip on;
@@ -272,15 +277,16 @@ port, keys = sys.argv[1], int(sys.argv[2])
 ids = list(range(1, keys + 1)); random.shuffle(ids)
 print("\n".join(f"https://127.0.0.1:{port}/reviews?product_id={i}" for i in ids))
 PY
-    taskset -c "$CLIENT_CPU" h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "${DURATION%s}" \
+    taskset -c "$CLIENT_CPU" h2load -t1 -c"$CONNS" -m"$H2_STREAMS" -D "${DURATION%s}" --warm-up-time=1 \
         -i "$WORK/uris-$1.txt" --log-file "$WORK/h2.log" >"$WORK/h2.out" 2>&1
     python3 - "$WORK/h2.out" "$WORK/h2.log" <<'PY'
 import re, sys
 t = open(sys.argv[1]).read()
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", t).group(1))
 m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored", t)
-bad = int(m.group(1)) + int(m.group(2))
+done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", t).group(1))
 codes = re.search(r"status codes: (\d+) 2xx", t)
+bad = int(m.group(1)) + int(m.group(2)) + done - int(codes.group(1))
 lat = sorted(int(l.split()[2]) / 1000 for l in open(sys.argv[2]) if l.strip())
 pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
 print(f"{rps:.0f} {sum(lat) / len(lat):.3f} {pct(0.5):.3f} {pct(0.99):.3f} {bad} no")
@@ -327,6 +333,10 @@ echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys, li
 echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms |"
 echo "|----------------------|----------|-----------|-------|-------------|--------------|"
 printf '%s' "$SUMMARY"
+if [ -s "$WORK/nginx/logs/error.log" ]; then
+    echo "NGINX error log (last lines):"
+    tail -n 3 "$WORK/nginx/logs/error.log" | sed 's/^/  /'
+fi
 echo
 echo "Edge metrics after the run:"
 curl -s "http://127.0.0.1:$EDGE_ADMIN/metrics" | grep -E '^edge_cache_(requests_total|bytes|entries|coalesced_total)' | sed 's/^/  /'
