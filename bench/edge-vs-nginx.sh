@@ -14,7 +14,7 @@
 #
 # Knobs: KEYS (10000) DURATION (10s) ROUNDS (3) CONNS (64) WRK_THREADS (2) PROXY_CPU (0)
 # CLIENT_CPU (1) BODY (1300: bytes of a list page) RSS_MAX (512MiB) RSS_BODY (BODY)
-# RSS_DURATION (60s) H2_STREAMS (10: concurrent streams per h2load connection)
+# RSS_DURATION (60s) ONLY (a regex: run the scenarios whose name matches) H2_STREAMS (10: concurrent streams per h2load connection)
 # TLS: both proxies get the same ECDSA P-256 certificate (made here with the openssl command
 # line tool), TLS 1.2 and 1.3; NGINX with ssl_session_cache shared:SSL:10m as an operator
 # would set it.
@@ -284,9 +284,8 @@ import re, sys
 t = open(sys.argv[1]).read()
 rps = float(re.search(r"finished in [\d.]+\w+, ([\d.]+) req/s", t).group(1))
 m = re.search(r"requests: \d+ total, \d+ started, \d+ done, \d+ succeeded, (\d+) failed, (\d+) errored", t)
-done = int(re.search(r"requests: \d+ total, \d+ started, (\d+) done", t).group(1))
-codes = re.search(r"status codes: (\d+) 2xx", t)
-bad = int(m.group(1)) + int(m.group(2)) + done - int(codes.group(1))
+codes = re.search(r"status codes: \d+ 2xx, (\d+) 3xx, (\d+) 4xx, (\d+) 5xx", t)
+bad = int(m.group(1)) + int(m.group(2)) + sum(int(c) for c in codes.groups())
 lat = sorted(int(l.split()[2]) / 1000 for l in open(sys.argv[2]) if l.strip())
 pct = lambda p: lat[min(len(lat) - 1, int(len(lat) * p))]
 print(f"{rps:.0f} {sum(lat) / len(lat):.3f} {pct(0.5):.3f} {pct(0.99):.3f} {bad} no")
@@ -301,6 +300,7 @@ SCENARIOS=("hit identity|wrk|" "hit gzip|wrk|Accept-Encoding: gzip" "miss (fill)
 [ "$TLS" = 1 ] && SCENARIOS=("https/1.1 hit, reuse|wrk|" "https/1.1 hit, new conn|wrk|Connection: close" "h2 hit|h2load|")
 for scenario in "${SCENARIOS[@]}"; do
     IFS='|' read -r name tool header <<<"$scenario"
+    [[ $name =~ ${ONLY:-.} ]] || continue
     script="$WORK/hits.lua"; [[ $name == miss* ]] && script="$WORK/misses.lua"
     declare -A RPS=() P99=()
     for _ in $(seq 1 "$ROUNDS"); do
