@@ -145,22 +145,14 @@ impl Admin {
     }
 }
 
-/// RFC 9112 section 9.3: HTTP/1.1 persists unless `Connection: close`; HTTP/1.0 only with
-/// `Connection: keep-alive`.
 fn wants_keepalive(req: &pingora_http::RequestHeader) -> bool {
-    let has = |token: &str| {
+    crate::headers::keeps_alive(
+        req.version == http::Version::HTTP_10,
         req.headers
             .get_all(http::header::CONNECTION)
             .iter()
-            .filter_map(|v| v.to_str().ok())
-            .flat_map(|v| v.split(','))
-            .any(|t| t.trim().eq_ignore_ascii_case(token))
-    };
-    if req.version == http::Version::HTTP_10 {
-        has("keep-alive")
-    } else {
-        !has("close")
-    }
+            .map(|v| v.as_bytes()),
+    )
 }
 
 #[async_trait]

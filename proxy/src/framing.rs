@@ -104,17 +104,21 @@ fn check_target(req: &RequestHeader) -> Result<(), Refusal> {
         return Err(bad("malformed request target\n"));
     }
     let path = raw.split(|&b| b == b'?').next().unwrap_or(raw);
-    let escaped_control = path.windows(3).any(|w| {
+    if escaped_control(path) || path.iter().any(|b| b.is_ascii_control()) {
+        return Err(bad("control character in the request path\n"));
+    }
+    Ok(())
+}
+
+/// `%00`–`%1F` or `%7F` in a path: a control character, escaped.
+pub fn escaped_control(path: &[u8]) -> bool {
+    path.windows(3).any(|w| {
         w[0] == b'%'
             && matches!(
                 (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
                 (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
             )
-    });
-    if escaped_control || path.iter().any(|b| b.is_ascii_control()) {
-        return Err(bad("control character in the request path\n"));
-    }
-    Ok(())
+    })
 }
 
 /// Whether a raw header block has a `Content-Length` field (any case, at a line start).

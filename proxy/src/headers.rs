@@ -28,6 +28,21 @@ pub fn content_length(headers: &HeaderMap) -> Option<usize> {
     text.parse().ok()
 }
 
+/// RFC 9112 section 9.3: whether a connection persists after this request, from its version
+/// and its `Connection` field values. HTTP/1.1 persists unless `close`; HTTP/1.0 only with
+/// `keep-alive`.
+pub fn keeps_alive<'a>(http10: bool, connection: impl IntoIterator<Item = &'a [u8]>) -> bool {
+    let (mut close, mut keep_alive) = (false, false);
+    for value in connection {
+        for token in value.split(|&b| b == b',') {
+            let t = token.trim_ascii();
+            close |= t.eq_ignore_ascii_case(b"close");
+            keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+        }
+    }
+    !close && (!http10 || keep_alive)
+}
+
 /// What one pass over a request's fields tells the edge.
 #[derive(Debug, Default)]
 pub struct Scan<'a> {

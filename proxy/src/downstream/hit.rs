@@ -261,17 +261,6 @@ fn plain_target_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
-/// `%00`–`%1F` or `%7F` in the path: the framing check refuses those.
-fn escaped_control(path: &[u8]) -> bool {
-    path.windows(3).any(|w| {
-        w[0] == b'%'
-            && matches!(
-                (w[1].to_ascii_uppercase(), w[2].to_ascii_uppercase()),
-                (b'0' | b'1', b'0'..=b'9' | b'A'..=b'F') | (b'7', b'F')
-            )
-    })
-}
-
 fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
@@ -282,8 +271,8 @@ fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
     };
     let other = |body| Parse::Other { len, body };
     let mut hosts = 0;
-    let mut close = false;
-    let mut keep_alive = false;
+    let mut connection: [&[u8]; 4] = [b""; 4];
+    let mut connections = 0;
     let mut accept_encoding = None;
     for f in req.headers.iter() {
         let name = f.name.as_bytes();
@@ -295,11 +284,11 @@ fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
         } else if is("authorization") || is("cookie") || is("upgrade") {
             return other(false);
         } else if is("connection") {
-            for token in f.value.split(|&b| b == b',') {
-                let t = token.trim_ascii();
-                close |= t.eq_ignore_ascii_case(b"close");
-                keep_alive |= t.eq_ignore_ascii_case(b"keep-alive");
+            if connections == connection.len() {
+                return other(false);
             }
+            connection[connections] = f.value;
+            connections += 1;
         } else if is("accept-encoding") && accept_encoding.is_none() {
             accept_encoding = Some(f.value);
         }
@@ -324,14 +313,17 @@ fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if escaped_control(path.as_bytes()) {
+    if crate::framing::escaped_control(path.as_bytes()) {
         return other(false);
     }
     Parse::Simple(Simple {
         head,
         path,
         query,
-        keepalive: !close && (version == 1 || keep_alive),
+        keepalive: crate::headers::keeps_alive(
+            version == 0,
+            connection[..connections].iter().copied(),
+        ),
         accept_encoding,
         len,
     })
