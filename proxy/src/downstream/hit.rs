@@ -357,6 +357,7 @@ mod tests {
             "GET /re%7fviews HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET http://x/reviews HTTP/1.1\r\nHost: x\r\n\r\n",
             "GET /r\"x HTTP/1.1\r\nHost: x\r\n\r\n",
+            "GET / HTTP/1.1\r\nHost: x\r\nConnection: a\r\nConnection: b\r\nConnection: c\r\nConnection: d\r\nConnection: close\r\n\r\n",
         ] {
             assert!(!simple(other), "{other:?}");
         }
