@@ -5,7 +5,9 @@
 #   1. the seed's random-id run: GET /reviews, ids uniform over the products;
 #   2. the same with 1% writes (POST /reviews), whose purges cross to the other edge.
 # Reports per edge: error rate, p99, hit ratio; and the purge lag (publication on one edge to
-# application on the other) p50 / p99 during run 2, from edge_invalidation_lag_seconds.
+# application on the other) p50 / p99 during run 2, from edge_invalidation_lag_seconds, and how
+# long each write's answer was held until the other edge had applied its purge
+# (edge_invalidation_confirm_seconds, with the confirmations' outcomes).
 #
 #   sudo bench/multihost.sh                       # 7,000 requests/s for 30 s each
 #   RATE=2000 DURATION=60s sudo bench/multihost.sh
@@ -40,10 +42,11 @@ trap '"$HOSTS" down "$HOSTDIR"; rm -rf "$HOSTDIR"' EXIT
 echo "building the hosts and importing…" >&2
 DATA="$WORK/data-$PRODUCTS" "$HOSTS" up "$HOSTDIR" >&2
 
+# The purge series of both edges: lag and confirmation histograms, confirmation outcomes.
 lag_buckets() {
   for e in 21 22; do
     ip netns exec "$ID-client" curl -s "http://$NET.$e:9090/metrics" |
-      grep '^edge_invalidation_lag_seconds_bucket'
+      grep -E '^edge_invalidation_(lag_seconds_bucket|confirm_seconds_bucket|confirmations_total)'
   done
 }
 
@@ -92,22 +95,39 @@ for name, label in [("random", "random ids"), ("writes", "random ids, 1% writes"
         print(f"| {label} | edge-{e} | {s['scheduled']:,} | {s['error_rate']*100:.2f}% | "
               f"{lat['p99_ms']:.1f} ms | {'' if hit is None else f'{hit*100:.1f}%'} |")
 
-def buckets(path):
+def buckets(path, series):
     acc = collections.defaultdict(float)
     for line in open(path):
+        if not line.startswith(series + "{"):
+            continue
         le = line.split('le="')[1].split('"')[0]
         acc[float("inf") if le == "+Inf" else float(le)] += float(line.rsplit(" ", 1)[1])
     return acc
-before, after = buckets(f"{work}/lag-before"), buckets(f"{work}/lag-after")
-cum = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
-total = cum[-1][1]
-def q(p):
-    # Linear within the bucket, as Prometheus's histogram_quantile does.
-    rank, lo, below = p * total, 0.0, 0.0
-    for le, n in cum:
-        if n >= rank:
-            return lo + (le - lo) * ((rank - below) / max(n - below, 1e-9)) if le != float("inf") else lo
-        lo, below = le, n
+def quantiles(series):
+    before = buckets(f"{work}/lag-before", series)
+    after = buckets(f"{work}/lag-after", series)
+    cum = sorted((le, after[le] - before.get(le, 0.0)) for le in after)
+    total = cum[-1][1] if cum else 0.0
+    def q(p):
+        # Linear within the bucket, as Prometheus's histogram_quantile does.
+        rank, lo, below = p * total, 0.0, 0.0
+        for le, n in cum:
+            if n >= rank:
+                return lo + (le - lo) * ((rank - below) / max(n - below, 1e-9)) if le != float("inf") else lo
+            lo, below = le, n
+        return lo
+    return total, q
+total, q = quantiles("edge_invalidation_lag_seconds_bucket")
 print(f"purge lag over {int(total)} purges applied on the other edge: "
       f"p50 {q(0.5)*1000:.2f} ms, p99 {q(0.99)*1000:.2f} ms")
+total, q = quantiles("edge_invalidation_confirm_seconds_bucket")
+outcomes = collections.defaultdict(float)
+for path, sign in ((f"{work}/lag-after", 1), (f"{work}/lag-before", -1)):
+    for line in open(path):
+        if line.startswith("edge_invalidation_confirmations_total{"):
+            outcomes[line.split('result="')[1].split('"')[0]] += sign * float(line.rsplit(" ", 1)[1])
+if total:
+    print(f"write answers held for the other edge: {int(total)} writes, "
+          f"p50 {q(0.5)*1000:.2f} ms, p99 {q(0.99)*1000:.2f} ms; outcomes "
+          + ", ".join(f"{k} {int(v)}" for k, v in sorted(outcomes.items())))
 PY

@@ -18,8 +18,8 @@ use axum::extract::{MatchedPath, Request, State};
 use axum::middleware::Next;
 use axum::response::Response;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::store::ReviewStore;
@@ -122,10 +122,36 @@ impl Metrics {
             "1 while the purge publisher is connected to Redis.",
         )
         .expect("static metric definition");
+        let confirmations = IntCounterVec::new(
+            Opts::new(
+                "reviews_api_invalidation_confirmations_total",
+                "Writes whose answer waited for every live edge to apply their purge, by \
+                 outcome: applied, timeout (invalidation.confirm_timeout passed first), \
+                 unconnected (Redis away: not waited for).",
+            ),
+            &["result"],
+        )
+        .expect("static metric definition");
+        for r in ["applied", "timeout", "unconnected"] {
+            confirmations.with_label_values(&[r]);
+        }
+        let confirm_seconds = Histogram::with_opts(
+            HistogramOpts::new(
+                "reviews_api_invalidation_confirm_seconds",
+                "How long a write's answer waited for the edges to apply its purge.",
+            )
+            .buckets(vec![
+                0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                10.0,
+            ]),
+        )
+        .expect("static metric definition");
         for c in [
             Box::new(published.clone()) as Box<dyn prometheus::core::Collector>,
             Box::new(dropped.clone()),
             Box::new(connected.clone()),
+            Box::new(confirmations.clone()),
+            Box::new(confirm_seconds.clone()),
         ] {
             // Registered once per process: a second call keeps the first series.
             let _ = self.registry.register(c);
@@ -134,6 +160,8 @@ impl Metrics {
             published,
             dropped,
             connected,
+            confirmations,
+            confirm_seconds,
         }
     }
 

@@ -16,6 +16,7 @@ use pingora_prometheus::PrometheusHttpApp;
 use crate::balancer::Balancer;
 use crate::cache::{Cache, key::cache_key};
 use crate::metrics;
+use reviews_shared::invalidation::Confirmation;
 
 pub struct Admin {
     pub cache: Arc<Cache>,
@@ -80,7 +81,7 @@ impl Admin {
         format!("[{}]\n", items.join(","))
     }
 
-    fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
+    async fn purge(&self, session: &ServerSession) -> Response<Vec<u8>> {
         let req = session.req_header();
         let Some(token) = &self.token else {
             return text(
@@ -111,14 +112,20 @@ impl Admin {
             .map(|(_, v)| v.as_str())
             .collect();
         if params.iter().any(|(k, v)| k == "all" && v == "true") {
-            self.cache.purge_all();
             metrics::CACHE_PURGES.with_label_values(&["all"]).inc();
-            return text(StatusCode::OK, "purged everything\n");
+            let shared = self.cache.purge_all().await;
+            return text(
+                StatusCode::OK,
+                format!("purged everything{}\n", told(shared)),
+            );
         }
         if !tags.is_empty() {
-            self.cache.purge_tags(&tags);
             metrics::CACHE_PURGES.with_label_values(&["tag"]).inc();
-            return text(StatusCode::OK, format!("purged tags {}\n", tags.join(" ")));
+            let shared = self.cache.purge_tags(&tags).await;
+            return text(
+                StatusCode::OK,
+                format!("purged tags {}{}\n", tags.join(" "), told(shared)),
+            );
         }
         if let Some((_, u)) = params.iter().find(|(k, _)| k == "url") {
             let (path, query) = match u.split_once('?') {
@@ -134,14 +141,26 @@ impl Admin {
                     "that url names a key parameter twice: it is never cached\n",
                 );
             };
-            self.cache.purge_key(&key);
             metrics::CACHE_PURGES.with_label_values(&["key"]).inc();
-            return text(StatusCode::OK, format!("purged {key}\n"));
+            let shared = self.cache.purge_key(&key).await;
+            return text(StatusCode::OK, format!("purged {key}{}\n", told(shared)));
         }
         text(
             StatusCode::BAD_REQUEST,
             "say what to purge: ?tag=…, ?url=… or ?all=true\n",
         )
+    }
+}
+
+/// What a purge's answer says about the other edges (nothing when not sharing).
+fn told(c: Confirmation) -> &'static str {
+    match c {
+        Confirmation::Applied => "; every other live edge has applied it",
+        Confirmation::TimedOut => {
+            "; not every other edge applied it within invalidation.confirm_timeout"
+        }
+        Confirmation::Unconnected => "; Redis is unreachable: the other edges will be told later",
+        Confirmation::Off => "",
     }
 }
 
@@ -175,7 +194,7 @@ impl ServeHttp for Admin {
             }
             (Method::GET, "/healthz") => text(StatusCode::OK, "ok\n"),
             (Method::GET, "/backends") => json(self.backends_json()),
-            (Method::POST, "/purge") => self.purge(session),
+            (Method::POST, "/purge") => self.purge(session).await,
             (_, "/metrics" | "/healthz" | "/backends" | "/purge") => {
                 text(StatusCode::METHOD_NOT_ALLOWED, "method not allowed\n")
             }

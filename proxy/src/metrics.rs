@@ -198,6 +198,17 @@ lazy!(INVALIDATION_PUBLISHER_CONNECTED: IntGauge = register_int_gauge!(
     "1 while the edge's purge publisher is connected to Redis."
 ));
 
+lazy!(INVALIDATION_CONFIRMATIONS: IntCounterVec = register_int_counter_vec!(
+    "edge_invalidation_confirmations_total",
+    "Purges of writes and admin purges whose answer waited for every live edge to apply      them, by outcome: applied, timeout (invalidation.confirm_timeout passed first),      unconnected (Redis away: not waited for).",
+    &["result"]
+));
+lazy!(INVALIDATION_CONFIRM_SECONDS: Histogram = register_histogram!(
+    "edge_invalidation_confirm_seconds",
+    "How long a write's answer waited for the other edges to apply its purge.",
+    LAG_BUCKETS.to_vec()
+));
+
 /// Registers the shared-purge series; only edges with an `[invalidation]` section show them,
 /// so the alert on a lost connection never fires for an edge that shares nothing.
 pub fn init_invalidation() {
@@ -210,6 +221,10 @@ pub fn init_invalidation() {
     LazyLock::force(&INVALIDATION_LAG);
     LazyLock::force(&INVALIDATION_CONNECTED);
     LazyLock::force(&INVALIDATION_PUBLISHER_CONNECTED);
+    for r in ["applied", "timeout", "unconnected"] {
+        INVALIDATION_CONFIRMATIONS.with_label_values(&[r]);
+    }
+    LazyLock::force(&INVALIDATION_CONFIRM_SECONDS);
 }
 
 /// Touches every series so a fresh edge shows them all (at zero) on its first scrape.

@@ -596,8 +596,10 @@ impl ProxyHttp for Edge {
             let tags = cache::surrogate_keys(upstream_response);
             if !tags.is_empty() {
                 let tags: Vec<&str> = tags.iter().map(|t| &**t).collect();
-                self.cache.purge_tags(&tags);
                 metrics::CACHE_PURGES.with_label_values(&["write"]).inc();
+                // The client's answer waits until the other edges have purged too (bounded):
+                // what it reads next, through any edge, shows its write.
+                self.cache.purge_tags(&tags).await;
             }
         }
         if ctx.cache.fill.is_some() {

@@ -362,6 +362,8 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
                 published: metrics::INVALIDATION_PUBLISHED.clone(),
                 dropped: metrics::INVALIDATION_DROPPED.clone(),
                 connected: metrics::INVALIDATION_PUBLISHER_CONNECTED.clone(),
+                confirmations: metrics::INVALIDATION_CONFIRMATIONS.clone(),
+                confirm_seconds: metrics::INVALIDATION_CONFIRM_SECONDS.clone(),
             },
         );
         cache.invalidation.set_publisher(publisher);

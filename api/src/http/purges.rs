@@ -1,7 +1,9 @@
 //! Writes purge the edges even when they do not pass through one (`[invalidation]`): after
 //! a successful write, the `Surrogate-Key` tags of its response go to the shared purge
-//! stream, as an edge would publish them. Publishing never delays the response (see
-//! `reviews_shared::invalidation`); an edge that also saw the write purges twice, harmlessly.
+//! stream, as an edge would publish them, and the answer waits (at most
+//! `invalidation.confirm_timeout`, never while Redis is away) until every live edge has
+//! applied them: a client reading after its write sees it through any edge. An edge that
+//! also saw the write purges twice, harmlessly.
 
 use axum::extract::{Request, State};
 use axum::middleware::Next;
@@ -25,7 +27,7 @@ pub async fn publish(State(publisher): State<Publisher>, req: Request, next: Nex
             .map(String::from)
             .collect();
         if !tags.is_empty() {
-            publisher.publish(Invalidation::Tags(tags));
+            publisher.publish_confirmed(Invalidation::Tags(tags)).await;
         }
     }
     res

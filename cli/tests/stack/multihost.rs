@@ -346,7 +346,10 @@ fn two_edges_and_four_api_processes_on_separate_hosts() {
         let old = text(&c, &meta2).await;
         post(&c, &edges[0], 5).await;
         let n = gets_until_changed(&c, &meta2, &old).await;
-        println!("POST through edge-1: edge-2 served the new page on GET number {n}");
+        assert_eq!(
+            n, 1,
+            "edge-2 served the old page after the POST through edge-1 was answered"
+        );
         let list: serde_json::Value =
             serde_json::from_str(&text(&c, &format!("{}/reviews?product_id=5", edges[0])).await)
                 .unwrap();
@@ -362,7 +365,10 @@ fn two_edges_and_four_api_processes_on_separate_hosts() {
             .unwrap();
         assert_eq!(r.status(), 204);
         let n = gets_until_changed(&c, &list2, &old).await;
-        println!("PUT helpful through edge-1: edge-2 served the new page on GET number {n}");
+        assert_eq!(
+            n, 1,
+            "edge-2 served the old page after the PUT through edge-1 was answered"
+        );
 
         // api-1's link down under steady GETs: nothing fails, traffic moves to api-2 and back.
         let steady = Steady::start(c.clone(), edges.clone(), 10_000, false);
@@ -419,6 +425,7 @@ fn two_edges_and_four_api_processes_on_separate_hosts() {
         h.run("redis-start");
         for a in &admins {
             wait_gauge(&c, a, "edge_invalidation_connected", 1.0).await;
+            wait_gauge(&c, a, "edge_invalidation_publisher_connected", 1.0).await;
         }
         assert_ne!(
             text(&c, &stale_url).await,
@@ -429,7 +436,11 @@ fn two_edges_and_four_api_processes_on_separate_hosts() {
         text(&c, &format!("{}/reviews/meta?product_id=7", edges[0])).await;
         let old = text(&c, &meta7).await;
         post(&c, &edges[0], 7).await;
-        gets_until_changed(&c, &meta7, &old).await;
+        assert_eq!(
+            gets_until_changed(&c, &meta7, &old).await,
+            1,
+            "after Redis came back, edge-2 served the old page after a POST through edge-1"
+        );
         steady.finish("Redis stopped and restarted").await;
 
         // PostgreSQL restarted: 503 with Retry-After meanwhile, nothing beyond the timeouts.

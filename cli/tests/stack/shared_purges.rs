@@ -115,6 +115,7 @@ stream = "{stream}"
 disconnected_ttl = "2s"
 reconnect_min = "50ms"
 reconnect_max = "500ms"
+confirm_timeout = "300ms"
 "#
     )
 }
@@ -250,6 +251,16 @@ pid_file = "{d}/edge-{i}.pid"
         );
     }
 
+    /// Purges of `edge` that waited for the other edges in vain.
+    async fn timeouts(&self, edge: usize) -> f64 {
+        self.metric(
+            edge,
+            "edge_invalidation_confirmations_total{result=\"timeout\"}",
+        )
+        .await
+        .unwrap_or(-1.0)
+    }
+
     /// The meta page of `product` through `edge`: cache status and body.
     async fn meta(&self, edge: usize, product: u32) -> (String, String) {
         let r = self
@@ -322,24 +333,33 @@ async fn a_write_through_one_edge_or_an_api_is_seen_through_every_edge() {
     let fleet = Fleet::start(SHARED_REDIS, &stream, true).await;
     let edge1 = fleet.edges[0].listen;
 
-    // A write through edge 1: edge 2's copy goes too.
+    // A write through edge 1: its answer comes once edge 2 has purged too, so the very
+    // next read through edge 2 shows it.
     let before = fleet.warm(7).await;
     fleet.post_review(edge1, 7).await;
-    let after = fleet.wait_changed(1, 7, &before).await;
+    let (status, after) = fleet.meta(1, 7).await;
+    assert_eq!(
+        status, "miss",
+        "edge 2 purged before edge 1 answered the write"
+    );
+    assert_ne!(after, before);
     assert!(
         after.contains("\"5\":\"1\""),
         "the new rating shows: {after}"
     );
     assert_eq!(fleet.meta(0, 7).await.1, after, "edge 1 agrees");
 
-    // A write that reaches an API process directly: the API publishes, both edges purge.
+    // A write that reaches an API process directly: the API publishes and answers once
+    // both edges have purged.
     let before = fleet.warm(8).await;
     fleet.post_review(fleet.api_addrs[1], 8).await;
     for e in 0..2 {
-        fleet.wait_changed(e, 8, &before).await;
+        let (status, now) = fleet.meta(e, 8).await;
+        assert_eq!(status, "miss", "edge {e} purged before the API answered");
+        assert_ne!(now, before);
     }
 
-    // An admin purge on edge 2 reaches edge 1.
+    // An admin purge on edge 2 reaches edge 1 before edge 2 answers it.
     fleet.warm(9).await;
     let r = fleet
         .client
@@ -352,20 +372,19 @@ async fn a_write_through_one_edge_or_an_api_is_seen_through_every_edge() {
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
-    let mut status = String::new();
-    for _ in 0..200 {
-        status = fleet.meta(0, 9).await.0;
-        if status != "hit" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let said = r.text().await.unwrap();
+    assert!(
+        said.contains("every other live edge has applied it"),
+        "{said}"
+    );
     assert_eq!(
-        status, "miss",
+        fleet.meta(0, 9).await.0,
+        "miss",
         "edge 1 dropped product 9 after edge 2's admin purge"
     );
 
-    // What the metrics say: edge 2 applied edge 1's and the API's purges.
+    // What the metrics say: edge 2 applied edge 1's and the API's purges, and nothing
+    // waited in vain.
     let applied = fleet
         .metric(1, "edge_invalidation_applied_total{kind=\"tags\"}")
         .await
@@ -376,6 +395,69 @@ async fn a_write_through_one_edge_or_an_api_is_seen_through_every_edge() {
         .await
         .unwrap();
     assert!(published >= 1.0, "edge 1 published {published}");
+    for e in 0..2 {
+        let confirmed = fleet
+            .metric(
+                e,
+                "edge_invalidation_confirmations_total{result=\"applied\"}",
+            )
+            .await;
+        assert_eq!(confirmed, Some(1.0), "edge {e}: one confirmed purge");
+        let late = fleet
+            .metric(
+                e,
+                "edge_invalidation_confirmations_total{result=\"timeout\"}",
+            )
+            .await;
+        assert_eq!(late, Some(0.0), "edge {e}: no purge waited in vain");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frozen_edge_delays_writes_only_until_it_counts_as_gone() {
+    if !redis_answers(SHARED_REDIS) {
+        eprintln!("skipped: no Redis answers on {SHARED_REDIS} (.ci/run starts one)");
+        return;
+    }
+    let mut fleet = Fleet::start(SHARED_REDIS, &unique_stream("frozen"), false).await;
+    let edge1 = fleet.edges[0].listen;
+    let before = fleet.warm(31).await;
+
+    // Edge 2 frozen: a write through edge 1 still answers (after confirm_timeout) ...
+    let frozen = fleet.edges[1].proc.pid();
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGSTOP).unwrap();
+    fleet.post_review(edge1, 31).await;
+    assert_eq!(
+        fleet.timeouts(0).await,
+        1.0,
+        "the write waited for edge 2 in vain"
+    );
+    // ... and once edge 2's last report has expired, writes no longer wait for it.
+    tokio::time::sleep(
+        reviews_shared::invalidation::readers::READER_SILENCE + Duration::from_millis(500),
+    )
+    .await;
+    fleet.post_review(edge1, 32).await;
+    assert_eq!(
+        fleet.timeouts(0).await,
+        1.0,
+        "a silent edge is not waited for"
+    );
+
+    // Thawed, it catches up from the stream rather than serving the old page.
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGCONT).unwrap();
+    fleet.wait_changed(1, 31, &before).await;
+
+    // An edge that stops withdraws at once: a write right after does not wait for it.
+    nix::sys::signal::kill(frozen, nix::sys::signal::Signal::SIGTERM).unwrap();
+    let status = fleet.edges[1].proc.0.wait().unwrap();
+    assert!(status.success(), "edge 2 stopped with {status}");
+    fleet.post_review(edge1, 33).await;
+    assert_eq!(
+        fleet.timeouts(0).await,
+        1.0,
+        "a stopped edge is not waited for"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -33,7 +33,7 @@ use encoding::{Accepts, Encoding};
 use flight::{Flights, Join};
 use journal::{Journal, Purge};
 use policy::Lifetime;
-use reviews_shared::invalidation::Invalidation;
+use reviews_shared::invalidation::{Confirmation, Invalidation};
 
 /// Bytes an entry costs besides its key, header fields and bodies: moka's node, its deque
 /// and timer-wheel links, its frequency sketch and the `Arc` around the key, our `Entry` and
@@ -368,18 +368,19 @@ impl Cache {
     }
 
     /// Invalidates every entry carrying one of `tags`. Lookups stop returning them at once;
-    /// their memory is freed by moka's housekeeping. The other edges are told (after this
-    /// one has purged: its own next lookup never waits for Redis).
-    pub fn purge_tags(&self, tags: &[&str]) {
+    /// their memory is freed by moka's housekeeping. Then the other edges are told, and the
+    /// future resolves once they have applied it (bounded; see [`crate::invalidation`]).
+    /// This edge purges before the first await: its own next lookup never waits for Redis.
+    pub async fn purge_tags(&self, tags: &[&str]) -> Confirmation {
         for t in tags {
             self.journal.record(&Purge::Tag((*t).into()));
         }
         self.purge_tags_here(tags);
-        if !tags.is_empty() {
-            self.invalidation.publish(Invalidation::Tags(
-                tags.iter().map(|t| (*t).to_owned()).collect(),
-            ));
+        if tags.is_empty() {
+            return Confirmation::Off;
         }
+        let shared = Invalidation::Tags(tags.iter().map(|t| (*t).to_owned()).collect());
+        self.invalidation.publish_confirmed(shared).await
     }
 
     fn purge_tags_here(&self, tags: &[&str]) {
@@ -394,10 +395,12 @@ impl Cache {
         self.prune_purge_log();
     }
 
-    pub fn purge_key(&self, key: &str) {
+    /// As [`Cache::purge_tags`], for one key.
+    pub async fn purge_key(&self, key: &str) -> Confirmation {
         self.journal.record(&Purge::Key(key.into()));
         self.purge_key_here(key);
-        self.invalidation.publish(Invalidation::Key(key.to_owned()));
+        let shared = Invalidation::Key(key.to_owned());
+        self.invalidation.publish_confirmed(shared).await
     }
 
     fn purge_key_here(&self, key: &str) {
@@ -424,10 +427,11 @@ impl Cache {
         self.purges.records()
     }
 
-    pub fn purge_all(&self) {
+    /// As [`Cache::purge_tags`], for everything.
+    pub async fn purge_all(&self) -> Confirmation {
         self.journal.record(&Purge::All);
         self.purge_all_here();
-        self.invalidation.publish(Invalidation::All);
+        self.invalidation.publish_confirmed(Invalidation::All).await
     }
 
     /// Applies a purge another edge or an API process published: here only, neither

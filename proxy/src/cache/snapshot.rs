@@ -526,7 +526,7 @@ mod tests {
                 && e.age(Instant::now()) < Duration::from_secs(5)
         );
         // Purges after the load apply to loaded entries.
-        b.purge_tags(&["product-2"]);
+        futures::executor::block_on(b.purge_tags(&["product-2"]));
         assert!(matches!(b.lookup("GET /b"), crate::cache::Lookup::Miss));
     }
 
@@ -538,7 +538,7 @@ mod tests {
         fill(&a, "GET /gone", "product-1", Duration::from_millis(1), "x");
         fill(&a, "GET /purged", "product-2", Duration::from_secs(60), "x");
         fill(&a, "GET /kept", "product-3", Duration::from_secs(60), "x");
-        a.purge_tags(&["product-2"]);
+        futures::executor::block_on(a.purge_tags(&["product-2"]));
         std::thread::sleep(Duration::from_millis(20));
         assert_eq!(write(&a, &path, Duration::from_secs(5)).unwrap().entries, 1);
         let b = cache();

@@ -2,8 +2,10 @@
 //! (`[invalidation]`; the protocol is in `reviews_shared::invalidation`).
 //!
 //! The cache publishes every purge it makes on its own account (a write's `Surrogate-Key`, an
-//! admin purge) through [`State::publish`], which never waits; [`subscriber`] applies what
-//! others publish. What ties them to the cache lives in [`State`]: the publisher, the last
+//! admin purge) through [`State::publish_confirmed`]: the answer to that write or purge waits,
+//! at most `invalidation.confirm_timeout`, until every other live edge has applied it, so the
+//! next read through any edge sees the write. [`subscriber`] applies what others publish and
+//! reports how far it got. What ties them to the cache lives in [`State`]: the publisher, the last
 //! stream id read (written beside a snapshot, so a restarted or upgraded edge resumes from
 //! it rather than from "now"), and the lifetime cap in force while the stream cannot be read.
 
@@ -17,7 +19,7 @@ use async_trait::async_trait;
 use parking_lot::Mutex;
 use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
-use reviews_shared::invalidation::{Invalidation, PublishTask, Publisher};
+use reviews_shared::invalidation::{Confirmation, Invalidation, PublishTask, Publisher};
 
 use crate::cache::policy::Lifetime;
 
@@ -69,10 +71,12 @@ impl State {
         self.publisher.get().map(Publisher::origin)
     }
 
-    /// Queues a purge this edge made for the other edges (nothing when not sharing).
-    pub fn publish(&self, what: Invalidation) {
-        if let Some(p) = self.publisher.get() {
-            p.publish(what);
+    /// Tells the other edges of a purge this edge made and waits (bounded) until they have
+    /// applied it; `Off` at once when not sharing.
+    pub async fn publish_confirmed(&self, what: Invalidation) -> Confirmation {
+        match self.publisher.get() {
+            Some(p) => p.publish_confirmed(what).await,
+            None => Confirmation::Off,
         }
     }
 

@@ -7,6 +7,10 @@
 //! id and *then* drops every entry it holds: whatever was missed is covered, and everything
 //! published after that id is read. While it cannot read, the entries it stores live at most
 //! `invalidation.disconnected_ttl`.
+//!
+//! After every read (at least once a second) it reports the last id it applied
+//! (`reviews_shared::invalidation::readers`): a process waiting for its purge to reach every
+//! edge reads these. On shutdown it withdraws, so nobody waits for an edge that is gone.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -17,7 +21,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_core::services::background::BackgroundService;
 use redis::aio::MultiplexedConnection;
 use redis::streams::{StreamRangeReply, StreamReadReply};
-use reviews_shared::invalidation::{self, Invalidation, InvalidationConfig, Published};
+use reviews_shared::invalidation::{self, Invalidation, InvalidationConfig, Published, readers};
 
 use super::Resume;
 use crate::cache::Cache;
@@ -41,10 +45,30 @@ impl BackgroundService for Subscriber {
             () = self.run() => {}
             _ = shutdown.changed() => {}
         }
+        self.leave().await;
     }
 }
 
 impl Subscriber {
+    /// Withdraws this edge from the readers others wait for (best effort: if Redis is away,
+    /// its report expires within `readers::READER_SILENCE`).
+    async fn leave(&self) {
+        let Some(origin) = self.cache.invalidation.origin() else {
+            return;
+        };
+        let gone = async {
+            let mut conn = invalidation::connect(&self.config, None).await?;
+            readers::leave(&mut conn, &self.config.stream, origin).await
+        };
+        match tokio::time::timeout(self.config.timeout.get(), gone).await {
+            Ok(Ok(())) => tracing::info!("withdrew from the purge stream's readers"),
+            Ok(Err(e)) => {
+                tracing::warn!(error = %e, "could not withdraw from the purge stream's readers")
+            }
+            Err(_) => tracing::warn!("could not withdraw from the purge stream's readers in time"),
+        }
+    }
+
     fn disconnected(&self) {
         metrics::INVALIDATION_CONNECTED.set(0);
         self.cache
@@ -134,6 +158,12 @@ impl Subscriber {
         mut from: String,
     ) -> redis::RedisError {
         let mine = self.cache.invalidation.origin().map(str::to_owned);
+        // Counted among the readers from the start, not after the first read's wait.
+        if let Some(origin) = &mine
+            && let Err(e) = readers::report(conn, &self.config.stream, origin, &from).await
+        {
+            return e;
+        }
         loop {
             let read: Option<StreamReadReply> = match redis::cmd("XREAD")
                 .arg("COUNT")
@@ -149,8 +179,7 @@ impl Subscriber {
                 Ok(r) => r,
                 Err(e) => return e,
             };
-            let Some(read) = read else { continue };
-            for entry in read.keys.into_iter().flat_map(|k| k.ids) {
+            for entry in read.into_iter().flat_map(|r| r.keys).flat_map(|k| k.ids) {
                 metrics::INVALIDATION_RECEIVED.inc();
                 if let Some(p) = Published::parse(&entry)
                     && mine.as_deref() != Some(p.origin.as_str())
@@ -160,6 +189,12 @@ impl Subscriber {
                 from = entry.id;
             }
             self.cache.invalidation.set_position(&from);
+            // Applied (or nothing new within BLOCK): say so, which also says alive.
+            if let Some(origin) = &mine
+                && let Err(e) = readers::report(conn, &self.config.stream, origin, &from).await
+            {
+                return e;
+            }
         }
     }
 

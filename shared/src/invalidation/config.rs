@@ -31,6 +31,11 @@ pub struct InvalidationConfig {
     pub reconnect_max: HumanDuration,
     /// Connecting, and any command besides the blocking read, give up after this.
     pub timeout: HumanDuration,
+    /// A successful write's answer waits until every live edge has applied its purge, at
+    /// most this long, so the next read through any edge sees the write. "0s" answers at
+    /// once and lets the other edges catch up within a few milliseconds. Never waited for
+    /// while Redis is unreachable.
+    pub confirm_timeout: HumanDuration,
 }
 
 impl Default for InvalidationConfig {
@@ -44,6 +49,7 @@ impl Default for InvalidationConfig {
             reconnect_min: HumanDuration(Duration::from_millis(100)),
             reconnect_max: HumanDuration(Duration::from_secs(5)),
             timeout: HumanDuration(Duration::from_secs(1)),
+            confirm_timeout: HumanDuration(Duration::from_millis(500)),
         }
     }
 }
@@ -101,6 +107,13 @@ impl InvalidationConfig {
             if d.get().is_zero() {
                 return bad(key, &"\"0s\"", "must be greater than zero");
             }
+        }
+        if self.confirm_timeout.get() > Duration::from_secs(10) {
+            return bad(
+                "invalidation.confirm_timeout",
+                &self.confirm_timeout,
+                "must be at most 10s: it holds a write's answer",
+            );
         }
         if self.reconnect_max.get() < self.reconnect_min.get() {
             return bad(

@@ -8,15 +8,20 @@
 //! stream no longer holds the entry it saw last (trimmed to `max_len`, or a Redis restarted
 //! without its data), the edge cannot know what it missed and drops every entry it holds.
 //!
+//! A write's purge can be confirmed: its publisher waits (bounded) until every live edge has
+//! applied it, so the next read through any edge sees the write (see `confirm`).
+//!
 //! Purges are idempotent: applying one twice, or one an edge made itself, costs a refill.
 
 mod config;
+mod confirm;
 mod entry;
 mod publisher;
+pub mod readers;
 
 pub use config::{InvalidConfig, InvalidationConfig};
 pub use entry::{Invalidation, Published, now_ms};
-pub use publisher::{PublishMetrics, PublishTask, Publisher, connect};
+pub use publisher::{Confirmation, PublishMetrics, PublishTask, Publisher, connect};
 
 /// An id that tells this process's entries from everyone else's: host name, pid and a
 /// per-start nonce (a pid can be reused after a restart; a later process must not skip an
