@@ -27,14 +27,16 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-use crate::cache::encoding::{Accepts, parse_accept_encoding};
-use crate::cache::{Cache, Lookup, key::cache_key};
+use crate::cache::encoding::{Accepts, Encoding, parse_accept_encoding};
+use crate::cache::{Cache, Entry, Lookup, key::cache_key};
 use crate::config::EdgeConfig;
 use crate::metrics::RequestSeries;
 use crate::proxy::CacheStatus;
 
 use super::Guarded;
 use pingora_core::protocols::Stream;
+use pingora_core::protocols::http::v2::server as h2server;
+use pingora_http::ResponseHeader;
 
 /// Field slots for the strict parse; a request with more goes to Pingora (which applies
 /// `listen.max_headers` and answers 431 itself).
@@ -152,18 +154,23 @@ impl HitPath {
         }
     }
 
-    async fn serve(&self, stream: &mut Stream, req: &Simple<'_>, keepalive: bool) -> Served {
+    /// The fresh entry for `path?query` and the index of its route, if there is one.
+    fn fresh(&self, path: &str, query: Option<&str>) -> Option<(usize, Arc<Entry>)> {
         let cache = &self.cache;
         if !cache.config.enabled {
-            return Served::NotFresh;
+            return None;
         }
-        let Some(route) = cache.config.routes.iter().position(|r| r.matches(req.path)) else {
-            return Served::NotFresh;
-        };
-        let Some(key) = cache_key(req.path, req.query, &cache.config.routes[route]) else {
-            return Served::NotFresh;
-        };
-        let Lookup::Fresh(entry) = cache.lookup(&key) else {
+        let route = cache.config.routes.iter().position(|r| r.matches(path))?;
+        let key = cache_key(path, query, &cache.config.routes[route])?;
+        match cache.lookup(&key) {
+            Lookup::Fresh(entry) => Some((route, entry)),
+            _ => None,
+        }
+    }
+
+    async fn serve(&self, stream: &mut Stream, req: &Simple<'_>, keepalive: bool) -> Served {
+        let cache = &self.cache;
+        let Some((route, entry)) = self.fresh(req.path, req.query) else {
             return Served::NotFresh;
         };
         let start = Instant::now();
@@ -227,6 +234,98 @@ impl HitPath {
             }
         }
     }
+}
+
+/// What the fast path did with an HTTP/2 stream's request.
+pub enum H2Served {
+    Hit,
+    /// The client reset the stream or stopped reading: counted like an abandoned request.
+    Failed,
+    /// Not a fresh hit the fast path may answer: Pingora takes the request, untouched.
+    NotFresh,
+}
+
+impl HitPath {
+    /// The HTTP/2 twin of [`HitPath::next`]: answers a stream's request from the cache when it
+    /// is a plain `GET`/`HEAD` without a body whose key has a fresh entry. Same rules on the
+    /// target and fields, same response fields as the proxy path sends for an h2 hit, same
+    /// series. The codec has already applied the `[h2]` limits and checked the framing.
+    pub async fn serve_h2(&self, s: &mut h2server::HttpSession) -> H2Served {
+        let req = s.req_header();
+        let head = match req.method {
+            http::Method::GET => false,
+            http::Method::HEAD => true,
+            _ => return H2Served::NotFresh,
+        };
+        let (path, query) = (req.uri.path(), req.uri.query());
+        let plain = path.starts_with('/')
+            && path.bytes().all(plain_target_byte)
+            && query.is_none_or(|q| q.bytes().all(plain_target_byte))
+            && !crate::framing::escaped_control(path.as_bytes());
+        if !plain
+            || !s.is_body_empty()
+            || req.headers.contains_key(http::header::AUTHORIZATION)
+            || req.headers.contains_key(http::header::COOKIE)
+        {
+            return H2Served::NotFresh;
+        }
+        let Some((route, entry)) = self.fresh(path, query) else {
+            return H2Served::NotFresh;
+        };
+        let start = Instant::now();
+        let accepts = parse_accept_encoding(
+            req.headers
+                .get(http::header::ACCEPT_ENCODING)
+                .map(|v| v.as_bytes()),
+        );
+        let (enc, body) = entry.body_for(accepts, &self.cache.compression);
+        let status = entry.header.status;
+        let header = match h2_header(&entry.header, body.len(), entry.age(start), enc) {
+            Ok(h) => h,
+            Err(_) => return H2Served::NotFresh,
+        };
+        let end = head || body.is_empty();
+        let mut sent = s.write_response_header(header, end);
+        if sent.is_ok() && !end {
+            s.write_body(body, true)
+                .await
+                .map_or_else(|e| sent = Err(e), |()| ());
+        }
+        self.series.observe(
+            Some(route),
+            if head { "HEAD" } else { "GET" },
+            status.as_u16(),
+            CacheStatus::Hit as usize,
+            super::Protocol::H2 as usize,
+            start.elapsed().as_secs_f64(),
+        );
+        match sent {
+            Ok(()) => H2Served::Hit,
+            Err(_) => {
+                crate::metrics::CLIENT_ABORTS
+                    .with_label_values(&["response"])
+                    .inc();
+                H2Served::Failed
+            }
+        }
+    }
+}
+
+/// The stored header with the fields a hit adds, in the order the proxy path adds them.
+fn h2_header(
+    stored: &ResponseHeader,
+    length: usize,
+    age: std::time::Duration,
+    enc: Encoding,
+) -> pingora_error::Result<Box<ResponseHeader>> {
+    let mut h = Box::new(stored.clone());
+    h.append_header(http::header::CONTENT_LENGTH, length)?;
+    if let Some(v) = enc.header_value() {
+        h.append_header(http::header::CONTENT_ENCODING, v)?;
+    }
+    h.append_header(http::header::AGE, age.as_secs())?;
+    h.append_header("x-cache-status", "hit")?;
+    Ok(h)
 }
 
 /// Gives Pingora every byte read so far; see [`Next::Proxy`].

@@ -35,6 +35,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::sync::Notify;
 
+use super::hit::{H2Served, HitPath};
 use crate::config::H2Config;
 use crate::metrics;
 use crate::proxy::Edge;
@@ -111,9 +112,11 @@ impl InFlight {
     }
 }
 
-/// Serves one HTTP/2 connection until it closes.
+/// Serves one HTTP/2 connection until it closes: fresh hits from the cache directly
+/// ([`HitPath::serve_h2`]), everything else through the proxy.
 pub(super) async fn serve(
     proxy: &Arc<HttpProxy<Edge>>,
+    hits: &Arc<HitPath>,
     settings: &H2Settings,
     stream: Stream,
     shutdown: &ShutdownWatch,
@@ -204,10 +207,20 @@ pub(super) async fn serve(
             draining = true;
         }
         let (guard, counts) = (in_flight.start(), in_flight.clone());
-        let (proxy, shutdown) = (proxy.clone(), shutdown.clone());
+        let (proxy, hits, shutdown) = (proxy.clone(), hits.clone(), shutdown.clone());
         let (read_timeout, write_timeout) = (settings.body_read_timeout, settings.send_timeout);
         tokio::spawn(async move {
             let _guard = guard;
+            let mut session = session;
+            session.set_write_timeout(Some(write_timeout));
+            match hits.serve_h2(&mut session).await {
+                H2Served::Hit => return,
+                H2Served::Failed => {
+                    counts.aborted.fetch_add(1, Ordering::SeqCst);
+                    return;
+                }
+                H2Served::NotFresh => {}
+            }
             let mut session = ServerSession::new_http2(session);
             session.set_read_timeout(Some(read_timeout));
             session.set_write_timeout(Some(write_timeout));

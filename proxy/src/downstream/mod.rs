@@ -91,7 +91,7 @@ const OVERLOADED_RESPONSE: &[u8] = b"HTTP/1.1 503 Service Unavailable\r\nContent
 /// The listener's app: connection slots and deadlines around the proxy.
 pub struct Downstream {
     proxy: Arc<HttpProxy<Edge>>,
-    hits: HitPath,
+    hits: Arc<HitPath>,
     /// Set when a graceful shutdown's last call is over: idle connections end.
     closing: tokio::sync::watch::Sender<bool>,
     slots: Arc<Semaphore>,
@@ -144,7 +144,7 @@ impl Downstream {
         let l = &config.listen;
         Downstream {
             proxy: Arc::new(proxy),
-            hits,
+            hits: Arc::new(hits),
             closing: tokio::sync::watch::Sender::new(false),
             slots: Arc::new(Semaphore::new(config.max_connections)),
             open: Arc::new(AtomicUsize::new(0)),
@@ -269,7 +269,7 @@ impl ServerApp for Downstream {
             None => stream,
         };
         if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
-            http2::serve(&self.proxy, &self.h2, stream, shutdown).await;
+            http2::serve(&self.proxy, &self.hits, &self.h2, stream, shutdown).await;
             return None;
         }
         let mut stream: Stream = Box::new(Guarded::new(stream, self.header_timeout));

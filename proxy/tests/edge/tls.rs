@@ -345,6 +345,97 @@ fn get(path: &str) -> http::Request<()> {
         .unwrap()
 }
 
+/// Sends `req` on its own stream; `body_follows`: the HEADERS frame does not end the stream
+/// (an empty DATA frame does), which keeps the request off the h2 hit fast path.
+async fn h2_fetch(
+    send: &mut h2::client::SendRequest<bytes::Bytes>,
+    req: http::Request<()>,
+    body_follows: bool,
+) -> (http::response::Parts, Vec<u8>) {
+    let (resp, mut stream) = send.send_request(req, !body_follows).unwrap();
+    if body_follows {
+        stream.send_data(bytes::Bytes::new(), true).unwrap();
+    }
+    let (parts, mut body) = resp.await.unwrap().into_parts();
+    let mut bytes = Vec::new();
+    while let Some(chunk) = body.data().await {
+        let chunk = chunk.unwrap();
+        let _ = body.flow_control().release_capacity(chunk.len());
+        bytes.extend_from_slice(&chunk);
+    }
+    (parts, bytes)
+}
+
+/// The response's fields but those that differ between two answers of one entry.
+fn stable_fields(p: &http::response::Parts) -> Vec<(String, String)> {
+    p.headers
+        .iter()
+        .filter(|(n, _)| !matches!(n.as_str(), "date" | "age"))
+        .map(|(n, v)| (n.to_string(), v.to_str().unwrap().to_owned()))
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2_hit_answered_by_the_fast_path_matches_the_proxy_paths() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let (mut send, _conn) = h2_connect(
+        &pki.ca_pem(),
+        edge.edge().tls[0],
+        h2::client::Builder::new(),
+    )
+    .await;
+    let path = "/t/h2-fast?pad=3000";
+    let (filled, _) = h2_fetch(&mut send, get(path), false).await;
+    assert_eq!(filled.headers["x-cache-status"], "miss");
+
+    for accept in [None, Some("gzip")] {
+        let req = |method: http::Method| {
+            let mut r = get(path);
+            *r.method_mut() = method;
+            if let Some(a) = accept {
+                r.headers_mut()
+                    .insert("accept-encoding", a.parse().unwrap());
+            }
+            r
+        };
+        let (fast, fast_body) = h2_fetch(&mut send, req(http::Method::GET), false).await;
+        let (slow, slow_body) = h2_fetch(&mut send, req(http::Method::GET), true).await;
+        assert_eq!(fast.status, 200);
+        assert_eq!(fast.headers["x-cache-status"], "hit");
+        assert_eq!(
+            stable_fields(&fast),
+            stable_fields(&slow),
+            "accept-encoding {accept:?}"
+        );
+        assert_eq!(fast_body, slow_body);
+        assert_eq!(
+            fast.headers["content-length"].to_str().unwrap(),
+            fast_body.len().to_string()
+        );
+        let (head, head_body) = h2_fetch(&mut send, req(http::Method::HEAD), false).await;
+        assert_eq!(stable_fields(&head), stable_fields(&fast), "HEAD");
+        assert!(head_body.is_empty());
+    }
+    assert_eq!(
+        origin.state.count(path),
+        1,
+        "every answer but the first from the cache"
+    );
+    let m = edge.metrics().await;
+    let hits: f64 = m
+        .lines()
+        .filter(|l| {
+            l.starts_with("edge_requests_total{")
+                && l.contains("protocol=\"h2\"")
+                && l.contains("cache_status=\"hit\"")
+        })
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert_eq!(hits, 6.0, "every h2 hit counted once:\n{m}");
+}
+
 const H2_LIMITS: &str = "[h2]\nmax_concurrent_streams = 4\nmax_resets = 20\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
