@@ -111,6 +111,7 @@ fn bind<'q>(
             ids.iter().map(i64::to_string).collect::<Vec<_>>().join(",")
         )),
         StatementParams::ReviewIds => q.bind(serde_json::to_string(ids).unwrap_or_default()),
+        StatementParams::ReviewId => q.bind(ids.first().copied().unwrap_or(0)),
     }
 }
 

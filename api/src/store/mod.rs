@@ -61,8 +61,10 @@ pub mod statements {
 pub enum StatementParams {
     /// product id, page size, offset.
     ProductPage,
-    /// The review ids of a page (a JSON array on SQLite, an array on PostgreSQL).
+    /// The review ids of a page (an array, PostgreSQL).
     ReviewIds,
+    /// One review id (SQLite runs its photos statement per review of a page).
+    ReviewId,
     /// product id.
     Product,
 }
@@ -93,9 +95,9 @@ fn read_statement_set(
         list("list newest", Sort::Newest),
         list("list helpful", Sort::Helpful),
         ReadStatement {
-            name: "list photos",
+            name: "list photos (per review)",
             sql: photos,
-            params: StatementParams::ReviewIds,
+            params: StatementParams::ReviewId,
         },
         ReadStatement {
             name: "meta counts",

@@ -1,19 +1,8 @@
 //! What both backends share: turning rows into domain values, and the few statements whose
 //! text is the same on SQLite and PostgreSQL but for the parameter marker.
 
-use super::{CharacteristicMeta, Photo, ProductMeta, Review, StoreError};
+use super::{CharacteristicMeta, ProductMeta, StoreError};
 use crate::domain::{FieldError, NewReview};
-
-/// Hangs each photo (ordered by review id, then photo id) on its review.
-pub(super) fn attach_photos(reviews: &mut [Review], photos: Vec<(i64, i64, String)>) {
-    let by_id: std::collections::HashMap<i64, usize> =
-        reviews.iter().enumerate().map(|(i, r)| (r.id, i)).collect();
-    for (id, review_id, url) in photos {
-        if let Some(&i) = by_id.get(&review_id) {
-            reviews[i].photos.push(Photo { id, url });
-        }
-    }
-}
 
 /// Every characteristic rated must belong to the reviewed product; all strays are named.
 pub(super) fn check_characteristics(review: &NewReview, owned: &[i64]) -> Result<(), StoreError> {

@@ -13,10 +13,11 @@ use sqlx::sqlite::{
     SqliteConnectOptions, SqliteJournalMode, SqlitePool, SqlitePoolOptions, SqliteSynchronous,
 };
 
-use super::rows::{attach_photos, check_characteristics, meta_from_rows, meta_upsert_sql};
+use super::rows::{check_characteristics, meta_from_rows, meta_upsert_sql};
 use super::sqlite_readers::ReaderPool;
 use super::{
-    DbLimits, ListQuery, PoolStats, ProductMeta, Review, ReviewStore, SQLITE_MIGRATOR, StoreError,
+    DbLimits, ListQuery, Photo, PoolStats, ProductMeta, Review, ReviewStore, SQLITE_MIGRATOR,
+    StoreError,
 };
 use crate::domain::{NewReview, ProductId, Sort};
 
@@ -102,9 +103,11 @@ pub(super) fn list_sql(sort: Sort) -> &'static str {
     }
 }
 
-/// A page's photos; one statement for any page size: the ids travel as a JSON array.
-pub(super) const PHOTOS_SQL: &str = "SELECT id, review_id, url FROM reviews_photos \
-     WHERE review_id IN (SELECT value FROM json_each(?1)) ORDER BY review_id, id";
+/// One review's photos. Run once per review of a page: an indexed lookup per review costs a
+/// third of what one statement for the whole page did when the ids travelled as a JSON array
+/// (`json_each` and the `IN` table it builds were a third of a list request's instructions).
+pub(super) const PHOTOS_SQL: &str =
+    "SELECT id, url FROM reviews_photos WHERE review_id = ?1 ORDER BY id";
 pub(super) const META_COUNTS_SQL: &str = "SELECT rating_1, rating_2, rating_3, rating_4, rating_5, recommend_false, recommend_true \
      FROM product_meta WHERE product_id = ?1";
 pub(super) const META_CHARACTERISTICS_SQL: &str = "SELECT id, name, rating_sum, rating_count FROM characteristics WHERE product_id = ?1 ORDER BY id";
@@ -131,20 +134,16 @@ fn list_page(conn: &rusqlite::Connection, q: &ListQuery) -> rusqlite::Result<Vec
     if reviews.is_empty() {
         return Ok(reviews);
     }
-    let mut ids = String::with_capacity(reviews.len() * 9 + 2);
-    ids.push('[');
-    for (i, r) in reviews.iter().enumerate() {
-        if i > 0 {
-            ids.push(',');
-        }
-        ids.push_str(&r.id.to_string());
-    }
-    ids.push(']');
     let mut stmt = conn.prepare_cached(PHOTOS_SQL)?;
-    let photos = stmt
-        .query_map([ids], |row| Ok((row.get(0)?, row.get(1)?, row.get(2)?)))?
-        .collect::<rusqlite::Result<Vec<(i64, i64, String)>>>()?;
-    attach_photos(&mut reviews, photos);
+    for review in &mut reviews {
+        let mut rows = stmt.query([review.id])?;
+        while let Some(row) = rows.next()? {
+            review.photos.push(Photo {
+                id: row.get(0)?,
+                url: row.get(1)?,
+            });
+        }
+    }
     Ok(reviews)
 }
 
