@@ -3,6 +3,7 @@
 
 mod error;
 mod json;
+mod json_out;
 mod legacy;
 mod openapi;
 mod params;

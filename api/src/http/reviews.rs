@@ -30,9 +30,7 @@ pub(super) async fn list_page(
     caching: Caching,
 ) -> Result<Response, ApiError> {
     let reviews = state.store.list_reviews(q).await?;
-    let body = ReviewList::new(q, &reviews)
-        .to_json()
-        .map_err(|_| ApiError::Internal)?;
+    let body = ReviewList::new(q, &reviews).to_json();
     Ok(json_response(state, q.product_id, body, caching))
 }
 
