@@ -4,8 +4,16 @@
 
 /// Formats `sum / count` with 16 decimals, half up; `None` when nobody rated it.
 pub fn format_mean(sum: i64, count: i64) -> Option<String> {
+    let mut out = Vec::with_capacity(24);
+    write_mean(&mut out, sum, count).then(|| String::from_utf8(out).unwrap_or_default())
+}
+
+/// Appends what [`format_mean`] returns to `out`; `false` (and nothing appended) when nobody
+/// rated it. Written digit by digit: a meta page formats one per characteristic, and
+/// `format!` with padding was a tenth of the page's instructions.
+pub fn write_mean(out: &mut Vec<u8>, sum: i64, count: i64) -> bool {
     if count <= 0 {
-        return None;
+        return false;
     }
     const SCALE: i128 = 10_000_000_000_000_000; // 10^16
     let (sum, count) = (sum as i128, count as i128);
@@ -17,11 +25,20 @@ pub fn format_mean(sum: i64, count: i64) -> Option<String> {
     if 2 * (scaled % count) >= count {
         q += 1;
     }
-    let (int, frac) = (q / SCALE, q % SCALE);
-    Some(format!(
-        "{}{int}.{frac:016}",
-        if negative && q != 0 { "-" } else { "" }
-    ))
+    let (int, frac) = (q / SCALE, (q % SCALE) as u64);
+    if negative && q != 0 {
+        out.push(b'-');
+    }
+    out.extend_from_slice(itoa::Buffer::new().format(int).as_bytes());
+    out.push(b'.');
+    let mut digits = [b'0'; 16];
+    let mut f = frac;
+    for d in digits.iter_mut().rev() {
+        *d = b'0' + (f % 10) as u8;
+        f /= 10;
+    }
+    out.extend_from_slice(&digits);
+    true
 }
 
 #[cfg(test)]

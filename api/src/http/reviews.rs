@@ -55,10 +55,7 @@ pub(super) async fn meta_of(
         product_id: product.get(),
         meta: &meta,
     };
-    // A meta body is a few hundred bytes: one allocation, no regrowth.
-    let mut body = Vec::with_capacity(512);
-    serde_json::to_writer(&mut body, &view).map_err(|_| ApiError::Internal)?;
-    Ok(json_response(state, product, body, caching))
+    Ok(json_response(state, product, view.to_json(), caching))
 }
 
 /// `POST /reviews` (and the legacy `POST /addreview`): 201 `Created`.

@@ -7,7 +7,7 @@ use serde::ser::{SerializeMap, Serializer};
 
 use super::json_out::{push_int, push_str};
 use crate::domain::date::format_epoch_ms;
-use crate::domain::mean::format_mean;
+use crate::domain::mean::{format_mean, write_mean};
 use crate::store::{ListQuery, Photo, ProductMeta, Review};
 
 /// `GET /reviews`. Serialized straight from the store's reviews: no per-request copy of the
@@ -164,6 +164,68 @@ pub struct MetaView<'a> {
     pub meta: &'a ProductMeta,
 }
 
+impl MetaView<'_> {
+    /// The body, written by hand as the list page is ([`ReviewList::to_json`]); the
+    /// `Serialize` impl below is the reference the tests compare it with.
+    pub fn to_json(&self) -> Vec<u8> {
+        let meta = self.meta;
+        let mut out = Vec::with_capacity(160 + meta.characteristics.len() * 64);
+        out.extend_from_slice(b"{\"product_id\":\"");
+        push_int(&mut out, self.product_id);
+        out.extend_from_slice(b"\",\"ratings\":{");
+        let counts = ["1", "2", "3", "4", "5"].into_iter().zip(meta.ratings);
+        write_counts(&mut out, counts);
+        out.extend_from_slice(b"},\"recommended\":{");
+        let recommended = [
+            ("false", meta.recommend_false),
+            ("true", meta.recommend_true),
+        ];
+        write_counts(&mut out, recommended.into_iter());
+        out.extend_from_slice(b"},\"characteristics\":{");
+        let mut seen: Vec<&str> = Vec::with_capacity(meta.characteristics.len());
+        for c in &meta.characteristics {
+            // The lower id of a repeated name wins, as in `Characteristics`.
+            if seen.contains(&c.name.as_str()) {
+                continue;
+            }
+            if !seen.is_empty() {
+                out.push(b',');
+            }
+            seen.push(&c.name);
+            push_str(&mut out, &c.name);
+            out.extend_from_slice(b":{\"id\":");
+            push_int(&mut out, c.id);
+            out.extend_from_slice(b",\"value\":");
+            out.push(b'"');
+            if write_mean(&mut out, c.rating_sum, c.rating_count) {
+                out.push(b'"');
+            } else {
+                out.pop();
+                out.extend_from_slice(b"null");
+            }
+            out.push(b'}');
+        }
+        out.extend_from_slice(b"}}");
+        out
+    }
+}
+
+/// `"key":"count"` for each count above zero, comma separated.
+fn write_counts<'k>(out: &mut Vec<u8>, counts: impl Iterator<Item = (&'k str, i64)>) {
+    let mut first = true;
+    for (key, n) in counts.filter(|&(_, n)| n > 0) {
+        if !first {
+            out.push(b',');
+        }
+        first = false;
+        out.push(b'"');
+        out.extend_from_slice(key.as_bytes());
+        out.extend_from_slice(b"\":\"");
+        push_int(out, n);
+        out.push(b'"');
+    }
+}
+
 impl Serialize for MetaView<'_> {
     fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
         let mut map = s.serialize_map(Some(4))?;
@@ -240,6 +302,7 @@ impl Serialize for Characteristics<'_> {
 mod tests {
     use super::*;
     use crate::domain::{ProductId, Sort};
+    use crate::store::CharacteristicMeta;
     use proptest::prelude::*;
 
     fn review() -> impl Strategy<Value = Review> {
@@ -276,7 +339,49 @@ mod tests {
             })
     }
 
+    fn meta() -> impl Strategy<Value = ProductMeta> {
+        (
+            proptest::array::uniform5(0i64..1000),
+            0i64..1000,
+            0i64..1000,
+            proptest::collection::vec(
+                (
+                    any::<i64>(),
+                    "(?s).{0,12}|Fit|Size",
+                    -100i64..100_000,
+                    -2i64..50_000,
+                ),
+                0..6,
+            ),
+        )
+            .prop_map(
+                |(ratings, recommend_false, recommend_true, cs)| ProductMeta {
+                    ratings,
+                    recommend_false,
+                    recommend_true,
+                    characteristics: cs
+                        .into_iter()
+                        .map(|(id, name, rating_sum, rating_count)| CharacteristicMeta {
+                            id,
+                            name,
+                            rating_sum,
+                            rating_count,
+                        })
+                        .collect(),
+                },
+            )
+    }
+
     proptest! {
+        #[test]
+        fn the_hand_written_meta_is_what_serde_writes(meta in meta(), product_id in 1i64..i64::MAX) {
+            let view = MetaView { product_id, meta: &meta };
+            prop_assert_eq!(
+                String::from_utf8(view.to_json()).unwrap(),
+                serde_json::to_string(&view).unwrap()
+            );
+        }
+
         #[test]
         fn the_hand_written_page_is_what_serde_writes(
             reviews in proptest::collection::vec(review(), 0..4),
