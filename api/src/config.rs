@@ -80,7 +80,8 @@ pub struct DatabaseConfig {
     /// `sqlite://reviews.db` (the default, a file created on first start) or
     /// `postgres://user@host:5432/db`.
     pub url: String,
-    /// Pool size (read pool size on SQLite, which adds one writer connection).
+    /// Read pool size. SQLite adds one writer connection; PostgreSQL a write pool of up to as
+    /// many again (lazy: writes are rare).
     pub max_connections: u32,
     /// How long a request waits for a pooled connection before answering 503.
     pub acquire_timeout: HumanDuration,

@@ -3,6 +3,7 @@
 //! embedded migrations of each.
 
 mod backend;
+mod pg_readers;
 mod postgres;
 mod rows;
 mod sqlite;
