@@ -12,7 +12,7 @@
 # upstreams and files under $WORK. Load tester, edge and both API processes share this
 # machine's two cores.
 # Knobs: RATE (5000) DURATION (30s) PRODUCTS (1000011) BACKENDS ("sqlite postgres")
-# PORT (28180) TARGETS (list)
+# PORT (28180) TARGETS (list) BIN (a prebuilt binary; default: build this tree's release)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,9 +28,10 @@ API2=$((PORT + 21))
 pg_admin=${PG_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/test}
 bench=target/bench-api
 WORK=target/bench-long-tail
-bin=target/release/reviews
+bin=${BIN:-target/release/reviews}
 
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews
+# BIN=path runs a binary built elsewhere (an earlier build, for a side-by-side comparison).
+[ -n "${BIN:-}" ] || CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews
 mkdir -p "$WORK"
 pids=()
 stop_all() {
@@ -39,6 +40,14 @@ stop_all() {
     pids=()
 }
 trap stop_all EXIT
+
+cpu_ticks() { # pids… → their utime + stime in clock ticks (a pid gone since counts 0)
+    local t=0 p
+    for p in "$@"; do
+        [ -r "/proc/$p/stat" ] && t=$((t + $(awk '{ print $14 + $15 }' "/proc/$p/stat")))
+    done
+    echo "$t"
+}
 
 wait_ok() { # url
     for _ in $(seq 300); do
@@ -90,9 +99,33 @@ for backend in $BACKENDS; do
     pids+=($!)
     wait_ok "http://127.0.0.1:$ADMIN/healthz"
     wait_ok "http://127.0.0.1:$PORT/reviews/meta?product_id=1"
+    # Where the CPU goes: each server's utime+stime over the run, per request served (the
+    # PostgreSQL figure counts the backends of this database only), and the API processes'
+    # major faults (pages of the SQLite file read from disk on a runtime worker).
+    db_backends() {
+        [ "$backend" = postgres ] || return 0
+        psql "$pg_admin" -qAtc "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity
+            WHERE datname = 'reviews_bench_$PRODUCTS'" 2>/dev/null || true
+    }
+    apis="${pids[0]} ${pids[1]}"
+    edge=${pids[2]}
+    pg0=$(cpu_ticks $(db_backends)) api0=$(cpu_ticks $apis) edge0=$(cpu_ticks $edge)
     "$bin" load --url "http://127.0.0.1:$PORT" --rate "$RATE" --duration "$DURATION" \
         --ids "uniform:1..$PRODUCTS" --targets "$TARGETS" --seed 7 \
         --edge-metrics "http://127.0.0.1:$ADMIN/metrics" \
-        --json "$WORK/report-$backend.json" 2>&1 | tail -n 40 || true
+        --json "$WORK/report-$backend.json" 2>&1 | tail -n 60 || true
+    served=0
+    for port in $API1 $API2; do
+        n=$(curl -fs "http://127.0.0.1:$((port + 100))/metrics" |
+            awk '/^reviews_api_requests_total.*route="\/reviews"/ { n += $2 } END { print n + 0 }')
+        served=$((served + n))
+    done
+    per_request() { # ticks → µs per request served
+        awk -v t="$1" -v hz="$(getconf CLK_TCK)" -v n="$served" \
+            'BEGIN { if (n > 0) printf "%.0f µs", t * 1e6 / hz / n; else print "-" }'
+    }
+    echo "  CPU per request served by the APIs ($served): API $(per_request $(($(cpu_ticks $apis) - api0))), edge $(per_request $(($(cpu_ticks $edge) - edge0)))$(
+        [ "$backend" = postgres ] && echo ", PostgreSQL $(per_request $(($(cpu_ticks $(db_backends)) - pg0)))")"
+    echo "  API major faults: $(for p in $apis; do awk '{ printf "%s ", $12 }' "/proc/$p/stat"; done)"
     stop_all
 done
