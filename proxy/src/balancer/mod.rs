@@ -202,6 +202,12 @@ impl Balancer {
         b.is_healthy() && !self.is_ejected(b)
     }
 
+    /// Whether any backend is below its in-flight limit (up or not): without one, no queued
+    /// request can be given a slot. Atomics only, no clock.
+    fn has_free_slot(&self) -> bool {
+        self.backends.iter().any(|b| b.outstanding() < b.limit)
+    }
+
     /// Whether a backend not in `tried` is up (at its limit or not): a retry could go there.
     pub fn has_untried(&self, tried: &[usize]) -> bool {
         self.backends
@@ -474,6 +480,41 @@ mod tests {
         let got = first.await.unwrap().unwrap();
         assert_eq!(got.backend().index, 1);
         assert_eq!(b.queue.waiting.load(Ordering::SeqCst), 0);
+    }
+
+    #[tokio::test]
+    async fn freed_slots_go_to_waiters_in_arrival_order_and_the_rest_keep_waiting() {
+        let b = balancer_with(&[1, 1], Algorithm::RoundRobin, 50, 2, 64);
+        let mut held: Vec<InFlight> = (0..4).map(|_| b.try_acquire(&[]).unwrap()).collect();
+        let far = Instant::now() + Duration::from_secs(30);
+        let mut waiters = Vec::new();
+        for _ in 0..40 {
+            let b1 = b.clone();
+            waiters.push(tokio::spawn(async move { b1.acquire(&[], far).await }));
+            // Each waiter is queued before the next one starts, so arrival order is known.
+            while b.queue.waiting.load(Ordering::SeqCst) < waiters.len() {
+                tokio::task::yield_now().await;
+            }
+        }
+        held.truncate(1);
+        let mut served = Vec::new();
+        for w in waiters.drain(..3) {
+            served.push(w.await.unwrap().unwrap());
+        }
+        assert_eq!(
+            b.queue.waiting.load(Ordering::SeqCst),
+            37,
+            "the rest still wait"
+        );
+        let in_use: usize = b.backends().iter().map(|x| x.outstanding()).sum();
+        assert_eq!(in_use, 4, "every freed slot went to a waiter");
+        drop(served);
+        drop(held);
+        let mut next = Vec::new();
+        for w in waiters.drain(..4) {
+            next.push(w.await.unwrap().unwrap());
+        }
+        assert_eq!(b.queue.waiting.load(Ordering::SeqCst), 33);
     }
 
     #[tokio::test]
