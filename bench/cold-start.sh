@@ -9,6 +9,7 @@
 #   RELOAD_AT=30 bench/cold-start.sh     # the same with a zero-downtime reload at second 30
 #
 # Knobs: DURATION (60s) SCENARIO (reviews-random50k-7k) RELOAD_AT (off) PORT (28080)
+# BIN (a prebuilt `reviews` binary to run instead of building this tree)
 # Everything (load tester, edge, both API processes) shares this machine's cores.
 set -euo pipefail
 
@@ -20,10 +21,14 @@ PORT=${PORT:-28080}
 ADMIN=$((PORT + 10))
 API_PORT=$((PORT + 20))
 WORK="$ROOT/target/bench-cold"
-BIN="$ROOT/target/release/reviews"
-
-echo "building (release)…" >&2
-(cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews)
+if [ -n "${BIN:-}" ]; then
+    # A prebuilt binary: two builds compared back to back without a rebuild between them.
+    [ -x "$BIN" ] || { echo "BIN=$BIN is not an executable" >&2; exit 1; }
+else
+    BIN="$ROOT/target/release/reviews"
+    echo "building (release)…" >&2
+    (cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews)
+fi
 
 rm -rf "$WORK" && mkdir -p "$WORK"
 "$BIN" up --db "$WORK/data/reviews.db" --port "$PORT" --admin-port "$ADMIN" --api-port "$API_PORT" \
