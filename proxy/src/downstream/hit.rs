@@ -258,11 +258,7 @@ impl HitPath {
             _ => return H2Served::NotFresh,
         };
         let (path, query) = (req.uri.path(), req.uri.query());
-        let plain = path.starts_with('/')
-            && path.bytes().all(plain_target_byte)
-            && query.is_none_or(|q| q.bytes().all(plain_target_byte))
-            && !crate::framing::escaped_control(path.as_bytes());
-        if !plain
+        if !plain_target(path, query)
             || !s.is_body_empty()
             || req.headers.contains_key(http::header::AUTHORIZATION)
             || req.headers.contains_key(http::header::COOKIE)
@@ -360,6 +356,15 @@ fn plain_target_byte(b: u8) -> bool {
     b.is_ascii_alphanumeric() || b"-._~!$&'()*+,;=:@/?%".contains(&b)
 }
 
+/// The one rule on targets both fast paths (HTTP/1 and h2) answer: origin form, plain bytes
+/// only, no control character escaped in the path.
+fn plain_target(path: &str, query: Option<&str>) -> bool {
+    path.starts_with('/')
+        && path.bytes().all(plain_target_byte)
+        && query.is_none_or(|q| q.bytes().all(plain_target_byte))
+        && !crate::framing::escaped_control(path.as_bytes())
+}
+
 fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
     let mut fields = [httparse::EMPTY_HEADER; MAX_FIELDS];
     let mut req = httparse::Request::new(&mut fields);
@@ -400,19 +405,12 @@ fn parse(buf: &[u8], max_bytes: usize, max_fields: usize) -> Parse<'_> {
     };
     let target = req.path.unwrap_or("");
     let hosts_ok = if version == 1 { hosts == 1 } else { hosts <= 1 };
-    if len > max_bytes
-        || req.headers.len() > max_fields
-        || !hosts_ok
-        || !target.starts_with('/')
-        || !target.bytes().all(plain_target_byte)
-    {
-        return other(false);
-    }
     let (path, query) = match target.split_once('?') {
         Some((p, q)) => (p, Some(q)),
         None => (target, None),
     };
-    if crate::framing::escaped_control(path.as_bytes()) {
+    if len > max_bytes || req.headers.len() > max_fields || !hosts_ok || !plain_target(path, query)
+    {
         return other(false);
     }
     Parse::Simple(Simple {

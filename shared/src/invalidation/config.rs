@@ -164,6 +164,16 @@ mod tests {
     }
 
     #[test]
+    fn a_confirmation_wait_longer_than_ten_seconds_names_the_key() {
+        let mut c = with_url("redis://h:1");
+        c.confirm_timeout = HumanDuration(Duration::from_secs(11));
+        let e = c.validate().unwrap_err().to_string();
+        assert!(e.starts_with("invalidation.confirm_timeout"), "{e}");
+        c.confirm_timeout = HumanDuration(Duration::ZERO);
+        c.validate().unwrap();
+    }
+
+    #[test]
     fn a_password_never_shows() {
         let c = with_url("redis://:secret@10.0.0.5:6379");
         assert!(!c.redacted_url().contains("secret"));

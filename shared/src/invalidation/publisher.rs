@@ -1,13 +1,13 @@
-//! Publishing without ever holding up a request on Redis: [`Publisher::publish`] puts the
-//! entry in a bounded outbox and returns; one task ([`PublishTask::run`]) appends the outbox
-//! to the stream. While Redis is unreachable the outbox fills; past its size a purge is
-//! dropped and counted, and the task publishes a purge of everything once it reconnects,
-//! since the edges can no longer be told exactly what changed.
+//! Publishing never holds a request up on Redis: [`Publisher::publish_confirmed`] puts the
+//! entry in a bounded outbox; one task ([`PublishTask::run`]) appends the outbox to the
+//! stream. While Redis is unreachable the outbox fills; past its size a purge is dropped and
+//! counted, and the task publishes a purge of everything once it reconnects, since the edges
+//! can no longer be told exactly what changed.
 //!
-//! A write's purge is published with [`Publisher::publish_confirmed`] instead: the same
-//! outbox, and then a wait, bounded by `invalidation.confirm_timeout`, until every live edge
-//! has applied it ([`super::confirm`]). While Redis is known to be away it does not wait at
-//! all: the edges then bound staleness themselves (`invalidation.disconnected_ttl`).
+//! After queueing, the caller waits, bounded by `invalidation.confirm_timeout`, until every
+//! live edge has applied the purge ([`super::confirm`]). While Redis is known to be away it
+//! does not wait at all: the edges then bound staleness themselves
+//! (`invalidation.disconnected_ttl`).
 
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -129,11 +129,6 @@ impl Publisher {
 
     pub fn origin(&self) -> &str {
         &self.origin
-    }
-
-    /// Queues `what` for the stream; never waits.
-    pub fn publish(&self, what: Invalidation) {
-        self.queue(what, None);
     }
 
     /// Queues `what` and waits until every live edge other than this process has applied
