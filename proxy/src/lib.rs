@@ -11,6 +11,7 @@ pub mod cache;
 pub mod config;
 pub(crate) mod downstream;
 pub(crate) mod drain;
+pub(crate) mod fetch;
 pub(crate) mod forwarded;
 pub(crate) mod framing;
 pub(crate) mod handover;

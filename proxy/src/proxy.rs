@@ -32,6 +32,7 @@ use crate::cache::policy::Lifetime;
 use crate::cache::{self, Cache, Entry, Lookup};
 use crate::config::EdgeConfig;
 use crate::downstream::{self, Guarded, Protocol};
+use crate::fetch::Fetcher;
 use crate::forwarded;
 use crate::framing;
 use crate::headers::{self, RETRY_AFTER, SURROGATE_KEY, Scan, X_CACHE_STATUS};
@@ -72,6 +73,8 @@ pub struct Edge {
     pub config: Arc<EdgeConfig>,
     series: Arc<metrics::RequestSeries>,
     refresher: Arc<Refresher>,
+    /// Upstream GETs outside a proxy session: background refreshes and the fast miss path.
+    fetcher: Arc<Fetcher>,
 }
 
 /// A fill's response while its body arrives.
@@ -157,7 +160,7 @@ fn is_bad_body_framing(e: &Error) -> bool {
 }
 
 impl Unavailable {
-    fn message(self) -> &'static str {
+    pub(crate) fn message(self) -> &'static str {
         match self {
             Unavailable::NoBackend => "no backend available\n",
             Unavailable::QueueFull | Unavailable::QueueTimeout => "all backends busy\n",
@@ -168,6 +171,7 @@ impl Unavailable {
 impl Edge {
     pub fn new(config: Arc<EdgeConfig>, balancer: Arc<Balancer>, cache: Arc<Cache>) -> Self {
         let route_labels = config.cache.routes.iter().map(|r| r.label());
+        let fetcher = Arc::new(Fetcher::new(config.clone(), balancer.clone()));
         Edge {
             series: Arc::new(metrics::RequestSeries::new(
                 route_labels.collect(),
@@ -177,7 +181,9 @@ impl Edge {
                 config.clone(),
                 balancer.clone(),
                 cache.clone(),
+                fetcher.clone(),
             )),
+            fetcher,
             balancer,
             cache,
             config,
@@ -190,6 +196,8 @@ impl Edge {
             cache: self.cache.clone(),
             config: self.config.clone(),
             series: self.series.clone(),
+            balancer: self.balancer.clone(),
+            fetcher: self.fetcher.clone(),
         }
     }
 

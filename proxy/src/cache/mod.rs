@@ -357,13 +357,14 @@ impl Cache {
 
     /// Stores a filled entry unless a purge of its tags or key landed since its fill started.
     /// Returns whether it was stored.
-    pub fn store(&self, key: Arc<str>, entry: Entry) -> bool {
+    pub fn store(&self, key: Arc<str>, entry: impl Into<Arc<Entry>>) -> bool {
+        let entry = entry.into();
         if !self.purges.may_store(entry.seq, &entry.tags, &key) {
             metrics::CACHE_FILLS.with_label_values(&["purged"]).inc();
             return false;
         }
         metrics::CACHE_FILLS.with_label_values(&["stored"]).inc();
-        self.store.insert(key, Arc::new(entry));
+        self.store.insert(key, entry);
         true
     }
 

@@ -27,9 +27,11 @@ use std::time::Instant;
 use bytes::{Buf, BufMut, BytesMut};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
+use crate::balancer::Balancer;
 use crate::cache::encoding::{Accepts, Encoding, parse_accept_encoding};
 use crate::cache::{Cache, Entry, Lookup, key::cache_key};
 use crate::config::EdgeConfig;
+use crate::fetch::Fetcher;
 use crate::metrics::RequestSeries;
 use crate::proxy::CacheStatus;
 
@@ -40,7 +42,7 @@ use pingora_http::ResponseHeader;
 
 /// Field slots for the strict parse; a request with more goes to Pingora (which applies
 /// `listen.max_headers` and answers 431 itself).
-const MAX_FIELDS: usize = 64;
+pub(super) const MAX_FIELDS: usize = 64;
 
 /// What the downstream loop does with the connection next.
 pub enum Next {
@@ -60,17 +62,19 @@ pub struct HitPath {
     pub cache: Arc<Cache>,
     pub config: Arc<EdgeConfig>,
     pub series: Arc<RequestSeries>,
+    pub balancer: Arc<Balancer>,
+    pub fetcher: Arc<Fetcher>,
 }
 
 /// A request the fast path may answer.
-struct Simple<'a> {
-    head: bool,
-    path: &'a str,
-    query: Option<&'a str>,
-    keepalive: bool,
-    accept_encoding: Option<&'a [u8]>,
+pub(super) struct Simple<'a> {
+    pub head: bool,
+    pub path: &'a str,
+    pub query: Option<&'a str>,
+    pub keepalive: bool,
+    pub accept_encoding: Option<&'a [u8]>,
     /// Length of the header block.
-    len: usize,
+    pub len: usize,
 }
 
 enum Parse<'a> {
@@ -117,9 +121,9 @@ impl HitPath {
                     Parse::Simple(req) => {
                         received(stream);
                         let len = req.len;
-                        let served = self.serve(stream, &req, keepalive).await;
+                        let served = self.serve(stream, &req, &pending[..len], keepalive).await;
                         return match served {
-                            Served::Hit { keep } => {
+                            Served::Answered { keep } => {
                                 pending.advance(len);
                                 if keep { Next::Served } else { Next::Close }
                             }
@@ -154,37 +158,61 @@ impl HitPath {
         }
     }
 
-    /// The fresh entry for `path?query` and the index of its route, if there is one.
-    fn fresh(&self, path: &str, query: Option<&str>) -> Option<(usize, Arc<Entry>)> {
+    /// The route index and cache key of a cacheable `path?query`, if it is one.
+    pub(super) fn cacheable(&self, path: &str, query: Option<&str>) -> Option<(usize, String)> {
         let cache = &self.cache;
         if !cache.config.enabled {
             return None;
         }
         let route = cache.config.routes.iter().position(|r| r.matches(path))?;
         let key = cache_key(path, query, &cache.config.routes[route])?;
-        match cache.lookup(&key) {
+        Some((route, key))
+    }
+
+    /// The fresh entry for `path?query` and the index of its route, if there is one.
+    fn fresh(&self, path: &str, query: Option<&str>) -> Option<(usize, Arc<Entry>)> {
+        let (route, key) = self.cacheable(path, query)?;
+        match self.cache.lookup(&key) {
             Lookup::Fresh(entry) => Some((route, entry)),
             _ => None,
         }
     }
 
-    async fn serve(&self, stream: &mut Stream, req: &Simple<'_>, keepalive: bool) -> Served {
-        let cache = &self.cache;
-        let Some((route, entry)) = self.fresh(req.path, req.query) else {
+    /// A fresh hit is answered from the cache; a `GET` whose key has no entry at all goes
+    /// upstream from here (`miss.rs`). Stale entries, `HEAD` misses and everything else are
+    /// Pingora's.
+    async fn serve(
+        &self,
+        stream: &mut Stream,
+        req: &Simple<'_>,
+        raw: &[u8],
+        keepalive: bool,
+    ) -> Served {
+        let start = Instant::now();
+        let Some((route, key)) = self.cacheable(req.path, req.query) else {
             return Served::NotFresh;
         };
-        let start = Instant::now();
-        let accepts: Accepts = parse_accept_encoding(req.accept_encoding);
-        let (enc, body) = entry.body_for(accepts, &cache.compression);
-        let keep = keepalive && req.keepalive;
+        match self.cache.lookup(&key) {
+            Lookup::Fresh(entry) => {
+                let answer = Answer::of(req, route, CacheStatus::Hit, keepalive, start);
+                self.answer(stream, &entry, answer).await
+            }
+            Lookup::Miss if !req.head => {
+                self.miss(stream, req, raw, route, key.into(), keepalive, start)
+                    .await
+            }
+            _ => Served::NotFresh,
+        }
+    }
+
+    /// Writes a stored response: the best encoding the client accepts, `Age` on a hit.
+    pub(super) async fn answer(&self, stream: &mut Stream, entry: &Entry, a: Answer) -> Served {
+        let cache = &self.cache;
+        let (enc, body) = entry.body_for(a.accepts, &cache.compression);
         let status = entry.header.status;
 
-        let mut out = BytesMut::with_capacity(384 + if req.head { 0 } else { body.len() });
-        out.put_slice(b"HTTP/1.1 ");
-        out.put_slice(status.as_str().as_bytes());
-        out.put_u8(b' ');
-        out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
-        out.put_slice(b"\r\n");
+        let mut out = BytesMut::with_capacity(384 + if a.head { 0 } else { body.len() });
+        status_line(&mut out, status);
         entry.header.header_to_h1_wire(&mut out);
         out.put_slice(b"Content-Length: ");
         out.put_slice(itoa::Buffer::new().format(body.len()).as_bytes());
@@ -194,46 +222,105 @@ impl HitPath {
             out.put_slice(v.as_bytes());
             out.put_slice(b"\r\n");
         }
-        out.put_slice(b"Age: ");
-        out.put_slice(
-            itoa::Buffer::new()
-                .format(entry.age(start).as_secs())
-                .as_bytes(),
-        );
-        out.put_slice(b"\r\nx-cache-status: hit\r\n");
-        out.put_slice(if keep {
-            &b"Connection: keep-alive\r\n\r\n"[..]
-        } else {
-            &b"Connection: close\r\n\r\n"[..]
-        });
-        if !req.head {
+        if a.status == CacheStatus::Hit {
+            out.put_slice(b"Age: ");
+            out.put_slice(
+                itoa::Buffer::new()
+                    .format(entry.age(a.start).as_secs())
+                    .as_bytes(),
+            );
+            out.put_slice(b"\r\n");
+        }
+        out.put_slice(b"x-cache-status: ");
+        out.put_slice(a.status.as_str().as_bytes());
+        out.put_slice(b"\r\n");
+        connection_field(&mut out, a.keep);
+        if !a.head {
             out.put_slice(&body);
         }
+        let sent = self.send(stream, &out).await;
+        self.finish(stream, &a, status.as_u16(), sent)
+    }
+
+    /// Writes `out` within `listen.send_timeout`.
+    pub(super) async fn send(&self, stream: &mut Stream, out: &[u8]) -> bool {
         let send_timeout = self.config.listen.send_timeout.get();
         let sent = tokio::time::timeout(send_timeout, async {
-            stream.write_all(&out).await?;
+            stream.write_all(out).await?;
             stream.flush().await
         })
         .await;
-        let method = if req.head { "HEAD" } else { "GET" };
+        matches!(sent, Ok(Ok(())))
+    }
+
+    /// Counts an answer in the request series (and a failed send as a client abort).
+    pub(super) fn finish(&self, stream: &Stream, a: &Answer, status: u16, sent: bool) -> Served {
         self.series.observe(
-            Some(route),
-            method,
-            status.as_u16(),
-            CacheStatus::Hit as usize,
+            Some(a.route),
+            if a.head { "HEAD" } else { "GET" },
+            status,
+            a.status as usize,
             super::Protocol::of_http1(stream) as usize,
-            start.elapsed().as_secs_f64(),
+            a.start.elapsed().as_secs_f64(),
         );
-        match sent {
-            Ok(Ok(())) => Served::Hit { keep },
-            _ => {
-                crate::metrics::CLIENT_ABORTS
-                    .with_label_values(&["response"])
-                    .inc();
-                Served::Failed
-            }
+        if sent {
+            Served::Answered { keep: a.keep }
+        } else {
+            crate::metrics::CLIENT_ABORTS
+                .with_label_values(&["response"])
+                .inc();
+            Served::Failed
         }
     }
+}
+
+/// What an answer on the HTTP/1 fast paths is about.
+pub(super) struct Answer {
+    pub head: bool,
+    pub route: usize,
+    pub status: CacheStatus,
+    pub accepts: Accepts,
+    /// Whether the connection stays open after it.
+    pub keep: bool,
+    /// When the request header was in.
+    pub start: Instant,
+}
+
+impl Answer {
+    pub(super) fn of(
+        req: &Simple<'_>,
+        route: usize,
+        status: CacheStatus,
+        keepalive: bool,
+        start: Instant,
+    ) -> Answer {
+        Answer {
+            head: req.head,
+            route,
+            status,
+            accepts: parse_accept_encoding(req.accept_encoding),
+            keep: keepalive && req.keepalive,
+            start,
+        }
+    }
+}
+
+/// `HTTP/1.1 200 OK\r\n`, the reason phrase as Pingora writes it.
+pub(super) fn status_line(out: &mut BytesMut, status: http::StatusCode) {
+    out.put_slice(b"HTTP/1.1 ");
+    out.put_slice(status.as_str().as_bytes());
+    out.put_u8(b' ');
+    out.put_slice(status.canonical_reason().unwrap_or("").as_bytes());
+    out.put_slice(b"\r\n");
+}
+
+/// The last field and the end of the header, as Pingora sets `Connection`.
+pub(super) fn connection_field(out: &mut BytesMut, keep: bool) {
+    out.put_slice(if keep {
+        &b"Connection: keep-alive\r\n\r\n"[..]
+    } else {
+        &b"Connection: close\r\n\r\n"[..]
+    });
 }
 
 /// What the fast path did with an HTTP/2 stream's request.
@@ -333,13 +420,12 @@ fn hand_over(pending: &mut BytesMut, header_len: usize, body: bool) -> Next {
     }
 }
 
-enum Served {
-    Hit {
-        keep: bool,
-    },
+pub(super) enum Served {
+    /// Answered (a hit, or a miss fetched here); `keep`: the connection stays open.
+    Answered { keep: bool },
     /// The write failed or timed out: the connection is done.
     Failed,
-    /// No fresh entry (or not cacheable after all): Pingora takes the request.
+    /// Not one for the fast paths (or not cacheable after all): Pingora takes the request.
     NotFresh,
 }
 

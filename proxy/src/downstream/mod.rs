@@ -21,6 +21,7 @@
 mod deadline;
 mod hit;
 mod http2;
+mod miss;
 pub mod tls;
 
 use std::sync::Arc;

@@ -46,11 +46,14 @@ fn record(state: &OriginState, uri: &str) -> usize {
     *n
 }
 
-/// `/t/...?cc=<Cache-Control>&status=<code>&cookie=1&delay_ms=<n>&tag=<Surrogate-Key>&pad=<n>`.
+/// `/t/...?cc=<Cache-Control>&status=<code>&cookie=1&delay_ms=<n>&tag=<Surrogate-Key>&pad=<n>`,
+/// `&echo=1`: the body also lists the request's fields (name: value, one per line, in a
+/// `"fields"` string); `&chunked=1`: the body is sent chunked, in pieces of 1,000 bytes.
 async fn test_route(
     State(state): State<Arc<OriginState>>,
     uri: Uri,
     Query(q): Query<HashMap<String, String>>,
+    request_fields: HeaderMap,
 ) -> Response {
     let uri = uri.to_string();
     let stamp = record(&state, &uri);
@@ -62,8 +65,17 @@ async fn test_route(
         .or_else(|| q.get("status").and_then(|s| s.parse().ok()))
         .unwrap_or(200);
     let pad = q.get("pad").and_then(|v| v.parse().ok()).unwrap_or(0usize);
+    let fields = if q.contains_key("echo") {
+        let lines: Vec<String> = request_fields
+            .iter()
+            .map(|(k, v)| format!("{k}: {}", v.to_str().unwrap_or("?")))
+            .collect();
+        serde_json::Value::from(lines.join("\n")).to_string()
+    } else {
+        "null".to_owned()
+    };
     let body = format!(
-        r#"{{"uri":"{uri}","origin":"{}","stamp":{stamp},"pad":"{}"}}"#,
+        r#"{{"uri":"{uri}","origin":"{}","stamp":{stamp},"fields":{fields},"pad":"{}"}}"#,
         state.name,
         "x".repeat(pad)
     );
@@ -80,7 +92,17 @@ async fn test_route(
     if q.contains_key("cookie") {
         headers.insert("set-cookie", HeaderValue::from_static("session=abc"));
     }
-    (StatusCode::from_u16(status).unwrap(), headers, body).into_response()
+    let status = StatusCode::from_u16(status).unwrap();
+    if q.contains_key("chunked") {
+        let pieces: Vec<Result<Bytes, std::io::Error>> = body
+            .into_bytes()
+            .chunks(1000)
+            .map(|c| Ok(Bytes::copy_from_slice(c)))
+            .collect();
+        let body = axum::body::Body::from_stream(futures::stream::iter(pieces));
+        return (status, headers, body).into_response();
+    }
+    (status, headers, body).into_response()
 }
 
 fn product(q: &HashMap<String, String>) -> String {

@@ -9,9 +9,9 @@ use tokio::net::TcpStream;
 
 use crate::helpers::{Origin, TestEdge, config};
 
-/// Sends `raw` on a new connection and reads until `n` responses (bodies by Content-Length)
-/// have arrived; returns each response's header block and body.
-async fn exchange(addr: std::net::SocketAddr, raw: &[u8], n: usize) -> Vec<(String, Vec<u8>)> {
+/// Sends `raw` on a new connection and reads until `n` responses (bodies by Content-Length,
+/// or chunked) have arrived; returns each response's header block and body, unchunked.
+pub async fn exchange(addr: std::net::SocketAddr, raw: &[u8], n: usize) -> Vec<(String, Vec<u8>)> {
     let mut s = TcpStream::connect(addr).await.unwrap();
     s.write_all(raw).await.unwrap();
     let mut buf = Vec::new();
@@ -30,6 +30,15 @@ async fn exchange(addr: std::net::SocketAddr, raw: &[u8], n: usize) -> Vec<(Stri
             buf.extend_from_slice(&chunk[..got]);
         };
         let head = String::from_utf8(buf[..end].to_vec()).unwrap();
+        if head
+            .to_ascii_lowercase()
+            .contains("transfer-encoding: chunked")
+        {
+            buf.drain(..end);
+            let body = read_chunked(&mut s, &mut buf).await;
+            out.push((head, body));
+            continue;
+        }
         let len: usize = head
             .lines()
             .find_map(|l| {
@@ -49,6 +58,39 @@ async fn exchange(addr: std::net::SocketAddr, raw: &[u8], n: usize) -> Vec<(Stri
         out.push((head, body));
     }
     out
+}
+
+/// A chunked body from `buf` and then `s`, without extensions or trailers.
+async fn read_chunked(s: &mut TcpStream, buf: &mut Vec<u8>) -> Vec<u8> {
+    let mut body = Vec::new();
+    loop {
+        let line_end = loop {
+            if let Some(i) = buf.windows(2).position(|w| w == b"\r\n") {
+                break i;
+            }
+            fill(s, buf).await;
+        };
+        let size_text = std::str::from_utf8(&buf[..line_end]).unwrap();
+        let size = usize::from_str_radix(size_text.trim(), 16).unwrap();
+        while buf.len() < line_end + 2 + size + 2 {
+            fill(s, buf).await;
+        }
+        body.extend_from_slice(&buf[line_end + 2..line_end + 2 + size]);
+        buf.drain(..line_end + 2 + size + 2);
+        if size == 0 {
+            return body;
+        }
+    }
+}
+
+async fn fill(s: &mut TcpStream, buf: &mut Vec<u8>) {
+    let mut chunk = [0u8; 16384];
+    let got = tokio::time::timeout(Duration::from_secs(5), s.read(&mut chunk))
+        .await
+        .expect("more of the body within 5 s")
+        .unwrap();
+    assert!(got > 0, "closed mid-body");
+    buf.extend_from_slice(&chunk[..got]);
 }
 
 fn without_age(head: &str) -> String {
