@@ -152,7 +152,14 @@ impl HitPath {
             return pingora_error::Error::e_explain(ErrorType::InvalidHTTPHeader, "reparse");
         }
         let target = parsed.path.unwrap_or("/");
-        let mut req = RequestHeader::build("GET", target.as_bytes(), Some(parsed.headers.len()))?;
+        // Without the case-preserving name map: names go out lowercase, as in HTTP/2.
+        let mut req =
+            RequestHeader::build_no_case("GET", target.as_bytes(), Some(parsed.headers.len()))?;
+        let peer = stream
+            .get_socket_digest()
+            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
+        let tls = super::Protocol::of_http1(stream).is_tls();
+        let mut forwarded = forwarded::Rewrite::new(&self.config.forwarded, peer, tls);
         // Fields named in `Connection` are hop-by-hop too.
         let nominated = |name: &str| {
             parsed
@@ -163,16 +170,18 @@ impl HitPath {
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
         };
         for f in parsed.headers.iter() {
-            if NOT_FORWARDED.iter().any(|n| f.name.eq_ignore_ascii_case(n)) || nominated(f.name) {
+            if NOT_FORWARDED.iter().any(|n| f.name.eq_ignore_ascii_case(n))
+                || nominated(f.name)
+                || !forwarded.keep(f.name, f.value)
+            {
                 continue;
             }
-            req.append_header(f.name.to_owned(), f.value)?;
+            let name = http::HeaderName::from_bytes(f.name.as_bytes()).map_err(|e| {
+                pingora_error::Error::because(ErrorType::InvalidHTTPHeader, "name", e)
+            })?;
+            req.append_header(name, f.value)?;
         }
-        let peer = stream
-            .get_socket_digest()
-            .and_then(|d| d.peer_addr().and_then(|a| a.as_inet()).map(|a| a.ip()));
-        let tls = super::Protocol::of_http1(stream).is_tls();
-        forwarded::apply(&mut req, peer, tls, &self.config.forwarded)?;
+        forwarded.finish(&mut req)?;
         Ok(req)
     }
 
