@@ -386,7 +386,10 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     let downstream = Downstream::new(proxy, hits, config, tls);
     let open_connections = downstream.open_connections();
     let mut front = Service::new("reviews edge".into(), downstream);
-    let buffers = L4BufferSettings::default().write(config.listen.write_buffer.bytes() as usize);
+    let buffers = L4BufferSettings::new(
+        config.listen.read_buffer.bytes() as usize,
+        config.listen.write_buffer.bytes() as usize,
+    );
     front.add_listener(ListenerConfig::tcp(config.listen.address.to_string()).l4_buffer(buffers));
     // HTTPS listeners are plain TCP to Pingora: `Downstream` does the handshake itself.
     for t in &config.listen.tls {
