@@ -406,6 +406,19 @@ mod tests {
     }
 
     #[test]
+    fn per_connection_buffers_over_1mib_name_their_key() {
+        for key in ["read_buffer", "write_buffer"] {
+            let text = format!(
+                "[listen]\n{key} = \"2MiB\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n"
+            );
+            let e = EdgeConfig::from_toml(&text).unwrap_err().to_string();
+            assert!(e.starts_with(&format!("listen.{key}")), "{e}");
+        }
+        let ok = "[listen]\nread_buffer = \"0B\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
+        assert_eq!(EdgeConfig::from_toml(ok).unwrap().listen.read_buffer.bytes(), 0);
+    }
+
+    #[test]
     fn a_zero_timeout_names_its_key() {
         let text = "[listen]\nheader_read_timeout = \"0s\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
         let e = EdgeConfig::from_toml(text).unwrap_err().to_string();
