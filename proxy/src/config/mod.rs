@@ -414,8 +414,16 @@ mod tests {
             let e = EdgeConfig::from_toml(&text).unwrap_err().to_string();
             assert!(e.starts_with(&format!("listen.{key}")), "{e}");
         }
-        let ok = "[listen]\nread_buffer = \"0B\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
-        assert_eq!(EdgeConfig::from_toml(ok).unwrap().listen.read_buffer.bytes(), 0);
+        let ok =
+            "[listen]\nread_buffer = \"0B\"\n[[upstream.servers]]\naddress = \"127.0.0.1:1\"\n";
+        assert_eq!(
+            EdgeConfig::from_toml(ok)
+                .unwrap()
+                .listen
+                .read_buffer
+                .bytes(),
+            0
+        );
     }
 
     #[test]

@@ -169,15 +169,6 @@ impl HitPath {
         Some((route, key))
     }
 
-    /// The fresh entry for `path?query` and the index of its route, if there is one.
-    fn fresh(&self, path: &str, query: Option<&str>) -> Option<(usize, Arc<Entry>)> {
-        let (route, key) = self.cacheable(path, query)?;
-        match self.cache.lookup(&key) {
-            Lookup::Fresh(entry) => Some((route, entry)),
-            _ => None,
-        }
-    }
-
     /// A fresh hit is answered from the cache; a `GET` whose key has no entry at all goes
     /// upstream from here (`miss.rs`). Stale entries, `HEAD` misses and everything else are
     /// Pingora's.
@@ -325,6 +316,7 @@ pub(super) fn connection_field(out: &mut BytesMut, keep: bool) {
 
 /// What the fast path did with an HTTP/2 stream's request.
 pub enum H2Served {
+    /// Answered: a hit, or a miss filled here.
     Hit,
     /// The client reset the stream or stopped reading: counted like an abandoned request.
     Failed,
@@ -338,6 +330,7 @@ impl HitPath {
     /// target and fields, same response fields as the proxy path sends for an h2 hit, same
     /// series. The codec has already applied the `[h2]` limits and checked the framing.
     pub async fn serve_h2(&self, s: &mut h2server::HttpSession) -> H2Served {
+        let start = Instant::now();
         let req = s.req_header();
         let head = match req.method {
             http::Method::GET => false,
@@ -352,62 +345,102 @@ impl HitPath {
         {
             return H2Served::NotFresh;
         }
-        let Some((route, entry)) = self.fresh(path, query) else {
+        let Some((route, key)) = self.cacheable(path, query) else {
             return H2Served::NotFresh;
         };
-        let start = Instant::now();
         let accepts = parse_accept_encoding(
             req.headers
                 .get(http::header::ACCEPT_ENCODING)
                 .map(|v| v.as_bytes()),
         );
-        let (enc, body) = entry.body_for(accepts, &self.cache.compression);
+        let a = H2Answer {
+            head,
+            route,
+            status: CacheStatus::Hit,
+            accepts,
+            start,
+        };
+        match self.cache.lookup(&key) {
+            Lookup::Fresh(entry) => self.answer_h2(s, &entry, a).await,
+            Lookup::Miss if !head => self.miss_h2(s, key.into(), a).await,
+            _ => H2Served::NotFresh,
+        }
+    }
+
+    /// Writes a stored response on an h2 stream: the best encoding the client accepts,
+    /// `Age` on a hit.
+    pub(super) async fn answer_h2(
+        &self,
+        s: &mut h2server::HttpSession,
+        entry: &Entry,
+        a: H2Answer,
+    ) -> H2Served {
+        let (enc, body) = entry.body_for(a.accepts, &self.cache.compression);
         let status = entry.header.status;
-        let header = match h2_header(&entry.header, body.len(), entry.age(start), enc) {
+        let age = (a.status == CacheStatus::Hit).then(|| entry.age(a.start));
+        let header = match h2_header(&entry.header, body.len(), age, enc, a.status) {
             Ok(h) => h,
             Err(_) => return H2Served::NotFresh,
         };
-        let end = head || body.is_empty();
+        let end = a.head || body.is_empty();
         let mut sent = s.write_response_header(header, end);
         if sent.is_ok() && !end {
             s.write_body(body, true)
                 .await
                 .map_or_else(|e| sent = Err(e), |()| ());
         }
+        self.finish_h2(&a, status.as_u16(), sent.is_ok())
+    }
+
+    /// Counts an h2 answer in the request series (and a failed send as a client abort).
+    pub(super) fn finish_h2(&self, a: &H2Answer, status: u16, sent: bool) -> H2Served {
         self.series.observe(
-            Some(route),
-            if head { "HEAD" } else { "GET" },
-            status.as_u16(),
-            CacheStatus::Hit as usize,
+            Some(a.route),
+            if a.head { "HEAD" } else { "GET" },
+            status,
+            a.status as usize,
             super::Protocol::H2 as usize,
-            start.elapsed().as_secs_f64(),
+            a.start.elapsed().as_secs_f64(),
         );
-        match sent {
-            Ok(()) => H2Served::Hit,
-            Err(_) => {
-                crate::metrics::CLIENT_ABORTS
-                    .with_label_values(&["response"])
-                    .inc();
-                H2Served::Failed
-            }
+        if sent {
+            H2Served::Hit
+        } else {
+            crate::metrics::CLIENT_ABORTS
+                .with_label_values(&["response"])
+                .inc();
+            H2Served::Failed
         }
     }
 }
 
-/// The stored header with the fields a hit adds, in the order the proxy path adds them.
+/// What an answer on the h2 fast paths is about.
+#[derive(Clone, Copy)]
+pub(super) struct H2Answer {
+    pub head: bool,
+    pub route: usize,
+    pub status: CacheStatus,
+    pub accepts: Accepts,
+    pub start: Instant,
+}
+
+/// The stored header with the fields an answer from the cache adds, in the order the proxy
+/// path adds them (`Age` on hits only).
 fn h2_header(
     stored: &ResponseHeader,
     length: usize,
-    age: std::time::Duration,
+    age: Option<std::time::Duration>,
     enc: Encoding,
+    status: CacheStatus,
 ) -> pingora_error::Result<Box<ResponseHeader>> {
     let mut h = Box::new(stored.clone());
     h.append_header(http::header::CONTENT_LENGTH, length)?;
     if let Some(v) = enc.header_value() {
         h.append_header(http::header::CONTENT_ENCODING, v)?;
     }
-    h.append_header(http::header::AGE, age.as_secs())?;
-    h.append_header("x-cache-status", "hit")?;
+    if let Some(age) = age {
+        h.append_header(http::header::AGE, age.as_secs())?;
+    }
+    h.append_header("x-cache-status", status.as_str())?;
     Ok(h)
 }
 

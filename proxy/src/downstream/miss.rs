@@ -35,7 +35,7 @@ use pingora_http::{RequestHeader, ResponseHeader};
 use super::hit::{Answer, HitPath, MAX_FIELDS, Served, Simple, connection_field, status_line};
 use crate::balancer::{InFlight, Unavailable};
 use crate::cache::flight::{self, Join};
-use crate::cache::{self, Lookup};
+use crate::cache::{self, Entry, Lookup};
 use crate::fetch::{Fetched, TryFailed};
 use crate::forwarded;
 use crate::headers::{RETRY_AFTER, SURROGATE_KEY};
@@ -44,7 +44,7 @@ use crate::proxy::CacheStatus;
 
 /// Request fields that never go to a backend: hop-by-hop ones (RFC 9110 section 7.6.1, as
 /// Pingora strips them) and those a fill replaces (it asks for the full identity body).
-const NOT_FORWARDED: [&str; 13] = [
+pub(super) const NOT_FORWARDED: [&str; 13] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -62,7 +62,7 @@ const NOT_FORWARDED: [&str; 13] = [
 
 /// Response fields the edge does not pass on as they came: framing and connection fields
 /// (it sets its own) and the tags.
-const NOT_RELAYED: [&str; 8] = [
+pub(super) const NOT_RELAYED: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -74,49 +74,70 @@ const NOT_RELAYED: [&str; 8] = [
 ];
 
 /// How the tries of one miss ended without an answer from a backend.
-enum Failed {
+pub(super) enum Failed {
     Unavailable(Unavailable),
     Try(TryFailed),
 }
 
+impl Failed {
+    /// The status and plain-text body the client gets, as on the proxy path: 503 when no
+    /// backend could be given (with `Retry-After`), 504 after a timeout, else 502.
+    pub(super) fn answer(&self) -> (u16, &'static str) {
+        match self {
+            Failed::Unavailable(why) => (503, why.message()),
+            Failed::Try(t) => match t.error.etype() {
+                ErrorType::HTTPStatus(s) => (*s, "upstream error\n"),
+                ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
+                    (504, "upstream timed out\n")
+                }
+                _ => (502, "upstream failed\n"),
+            },
+        }
+    }
+}
+
+/// What a fill left for the front end (HTTP/1 or h2) to write.
+pub(super) enum Filled {
+    /// The entry to answer from: this request's fill (`Miss`; stored unless a purge landed
+    /// meanwhile), or the fill it waited for (`Hit`).
+    Entry(Arc<Entry>, CacheStatus),
+    /// The backend's answer may not be stored: it is passed on.
+    Relay(Box<Fetched>, InFlight),
+    /// No backend answered.
+    Failed(Failed),
+    /// The fill this request waited for took too long or was not cacheable: the proxy path
+    /// goes upstream for it.
+    Elsewhere,
+}
+
 impl HitPath {
-    /// Fills `key` and answers the request; see the module's comment.
-    #[allow(clippy::too_many_arguments)]
-    pub(super) async fn miss(
+    /// Leads or follows the fill of `key`. The leader builds its backend request with
+    /// `request` (only then: a follower needs none), fetches it and stores what may be stored.
+    pub(super) async fn fill(
         &self,
-        stream: &mut Stream,
-        req: &Simple<'_>,
-        raw: &[u8],
         route: usize,
         key: Arc<str>,
-        keepalive: bool,
-        start: Instant,
-    ) -> Served {
+        request: impl FnOnce() -> Result<RequestHeader>,
+    ) -> Filled {
         let guard = match self.cache.join_fill(&key) {
             Join::Leader(guard) => guard,
             Join::Follower(rx) => {
                 if flight::follow(rx, self.cache.config.lock_timeout.get()).await {
                     metrics::CACHE_COALESCED.inc();
                     if let Lookup::Fresh(entry) = self.cache.lookup(&key) {
-                        let answer = Answer::of(req, route, CacheStatus::Hit, keepalive, start);
-                        return self.answer(stream, &entry, answer).await;
+                        return Filled::Entry(entry, CacheStatus::Hit);
                     }
                 }
-                // The fill took too long or was not cacheable: the proxy path goes upstream.
-                return Served::NotFresh;
+                return Filled::Elsewhere;
             }
         };
         let fill_seq = self.cache.fill_started();
-        let Ok(upstream_req) = self.upstream_request(stream, raw) else {
-            return Served::NotFresh;
+        let Ok(upstream_req) = request() else {
+            return Filled::Elsewhere;
         };
-        let answer = Answer::of(req, route, CacheStatus::Miss, keepalive, start);
         let (fetched, slot) = match self.fetch(upstream_req).await {
             Ok(done) => done,
-            Err(failed) => {
-                drop(guard);
-                return self.fail(stream, answer, failed).await;
-            }
+            Err(failed) => return Filled::Failed(failed),
         };
         let lifetime = match fetched.rest {
             None => self.cache.storable(Some(route), &fetched.header),
@@ -125,7 +146,7 @@ impl HitPath {
         let Some(lifetime) = lifetime else {
             // Not stored: the waiting requests go upstream themselves now.
             drop(guard);
-            return self.relay(stream, answer, fetched, slot).await;
+            return Filled::Relay(Box::new(fetched), slot);
         };
         drop(slot);
         let header = &fetched.header;
@@ -140,7 +161,34 @@ impl HitPath {
         ));
         self.cache.store(key, entry.clone());
         drop(guard);
-        self.answer(stream, &entry, answer).await
+        Filled::Entry(entry, CacheStatus::Miss)
+    }
+
+    /// Fills `key` and answers an HTTP/1 request; see the module's comment.
+    #[allow(clippy::too_many_arguments)]
+    pub(super) async fn miss(
+        &self,
+        stream: &mut Stream,
+        req: &Simple<'_>,
+        raw: &[u8],
+        route: usize,
+        key: Arc<str>,
+        keepalive: bool,
+        start: Instant,
+    ) -> Served {
+        let filled = self
+            .fill(route, key, || self.upstream_request(stream, raw))
+            .await;
+        let answer = |status| Answer::of(req, route, status, keepalive, start);
+        match filled {
+            Filled::Entry(entry, status) => self.answer(stream, &entry, answer(status)).await,
+            Filled::Relay(fetched, slot) => {
+                self.relay(stream, answer(CacheStatus::Miss), *fetched, slot)
+                    .await
+            }
+            Filled::Failed(failed) => self.fail(stream, answer(CacheStatus::Miss), failed).await,
+            Filled::Elsewhere => Served::NotFresh,
+        }
     }
 
     /// The request for the backend: the client's, as parsed by the fast path, with the
@@ -314,16 +362,7 @@ impl HitPath {
     /// No backend could answer: 503 (with `Retry-After`) when none could be given, else 502
     /// or 504; as the proxy path, the connection closes after it.
     async fn fail(&self, stream: &mut Stream, mut a: Answer, failed: Failed) -> Served {
-        let (status, body): (u16, &str) = match &failed {
-            Failed::Unavailable(why) => (503, why.message()),
-            Failed::Try(t) => match t.error.etype() {
-                ErrorType::HTTPStatus(s) => (*s, "upstream error\n"),
-                ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
-                    (504, "upstream timed out\n")
-                }
-                _ => (502, "upstream failed\n"),
-            },
-        };
+        let (status, body) = failed.answer();
         a.keep = false;
         let mut out = BytesMut::with_capacity(256);
         let code = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::BAD_GATEWAY);

@@ -22,6 +22,7 @@ mod deadline;
 mod hit;
 mod http2;
 mod miss;
+mod miss_h2;
 pub mod tls;
 
 use std::sync::Arc;

@@ -436,6 +436,104 @@ async fn an_h2_hit_answered_by_the_fast_path_matches_the_proxy_paths() {
     assert_eq!(hits, 6.0, "every h2 hit counted once:\n{m}");
 }
 
+/// `body` gunzipped when the answer says gzip, as JSON.
+fn h2_json(p: &http::response::Parts, body: &[u8]) -> serde_json::Value {
+    use std::io::Read;
+    let mut text = Vec::new();
+    if p.headers
+        .get("content-encoding")
+        .is_some_and(|v| v == "gzip")
+    {
+        flate2::read::GzDecoder::new(body)
+            .read_to_end(&mut text)
+            .unwrap();
+    } else {
+        text = body.to_vec();
+    }
+    serde_json::from_slice(&text).unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2_miss_answered_by_the_fast_path_matches_the_proxy_path() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let (mut send, _conn) = h2_connect(
+        &pki.ca_pem(),
+        edge.edge().tls[0],
+        h2::client::Builder::new(),
+    )
+    .await;
+    // Sorted, and without the framing field: the proxy path sends a compressed fill without
+    // a length, the fast path with one.
+    let fields = |p: &http::response::Parts| {
+        let mut f: Vec<_> = stable_fields(p)
+            .into_iter()
+            .filter(|(n, _)| n != "content-length")
+            .collect();
+        f.sort();
+        f
+    };
+    let cases = [
+        ("cc=public,max-age=60&pad=3000&echo=1", None, "miss"),
+        ("cc=public,max-age=60&pad=3000&echo=1", Some("gzip"), "miss"),
+        ("cc=no-store&echo=1", None, "miss"),
+        ("status=404&echo=1", Some("gzip"), "miss"),
+    ];
+    for (i, (query, accept, status)) in cases.into_iter().enumerate() {
+        let req = |who: &str| {
+            let mut r = get(&format!("/t/h2-miss?who={who}&i={i}&{query}"));
+            r.headers_mut().insert("x-custom", "yes".parse().unwrap());
+            if let Some(a) = accept {
+                r.headers_mut()
+                    .insert("accept-encoding", a.parse().unwrap());
+            }
+            r
+        };
+        // Without a request body the fast path takes it; with one (empty), the proxy path.
+        let (fast, fast_body) = h2_fetch(&mut send, req("fast"), false).await;
+        let (slow, slow_body) = h2_fetch(&mut send, req("slow"), true).await;
+        assert_eq!(fast.status, slow.status, "{query}");
+        assert_eq!(fast.headers["x-cache-status"], status, "{query}");
+        assert_eq!(fields(&fast), fields(&slow), "{query} {accept:?}");
+        if let Some(l) = fast.headers.get("content-length") {
+            assert_eq!(l.to_str().unwrap(), fast_body.len().to_string());
+        }
+        let (a, b) = (h2_json(&fast, &fast_body), h2_json(&slow, &slow_body));
+        assert_eq!(a["pad"], b["pad"], "{query}");
+        // The backend was sent the same fields by both paths, forwarding ones included (but
+        // the framing of the empty body that sent the other request to the proxy path).
+        let seen = |v: &serde_json::Value| {
+            let mut f: Vec<String> = v["fields"]
+                .as_str()
+                .unwrap()
+                .lines()
+                .filter(|l| {
+                    !l.starts_with("transfer-encoding:") && !l.starts_with("content-length:")
+                })
+                .map(str::to_owned)
+                .collect();
+            f.sort();
+            f
+        };
+        assert_eq!(seen(&a), seen(&b), "{query}");
+        assert!(
+            seen(&a).contains(&"x-custom: yes".to_owned()),
+            "{:?}",
+            seen(&a)
+        );
+        assert!(seen(&a).contains(&"x-forwarded-proto: https".to_owned()));
+    }
+    // The stored one is a hit now, on the fast path.
+    let (again, _) = h2_fetch(
+        &mut send,
+        get("/t/h2-miss?who=fast&i=0&cc=public,max-age=60&pad=3000&echo=1"),
+        false,
+    )
+    .await;
+    assert_eq!(again.headers["x-cache-status"], "hit");
+}
+
 const H2_LIMITS: &str = "[h2]\nmax_concurrent_streams = 4\nmax_resets = 20\n";
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
