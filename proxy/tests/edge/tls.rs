@@ -375,17 +375,28 @@ fn stable_fields(p: &http::response::Parts) -> Vec<(String, String)> {
         .collect()
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn an_h2_hit_answered_by_the_fast_path_matches_the_proxy_paths() {
+/// An origin, an edge with one HTTPS listener in front of it, and an h2 connection to it.
+async fn h2_edge() -> (
+    Origin,
+    TestEdge,
+    h2::client::SendRequest<bytes::Bytes>,
+    tokio::task::JoinHandle<Result<(), h2::Error>>,
+) {
     let origin = Origin::start("a");
     let pki = Pki::new();
     let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
-    let (mut send, _conn) = h2_connect(
+    let (send, conn) = h2_connect(
         &pki.ca_pem(),
         edge.edge().tls[0],
         h2::client::Builder::new(),
     )
     .await;
+    (origin, edge, send, conn)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn an_h2_hit_answered_by_the_fast_path_matches_the_proxy_paths() {
+    let (origin, edge, mut send, _conn) = h2_edge().await;
     let path = "/t/h2-fast?pad=3000";
     let (filled, _) = h2_fetch(&mut send, get(path), false).await;
     assert_eq!(filled.headers["x-cache-status"], "miss");
@@ -455,15 +466,7 @@ fn h2_json(p: &http::response::Parts, body: &[u8]) -> serde_json::Value {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
 async fn an_h2_miss_answered_by_the_fast_path_matches_the_proxy_path() {
-    let origin = Origin::start("a");
-    let pki = Pki::new();
-    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
-    let (mut send, _conn) = h2_connect(
-        &pki.ca_pem(),
-        edge.edge().tls[0],
-        h2::client::Builder::new(),
-    )
-    .await;
+    let (_origin, _edge, mut send, _conn) = h2_edge().await;
     // Sorted, and without the framing field: the proxy path sends a compressed fill without
     // a length, the fast path with one.
     let fields = |p: &http::response::Parts| {
