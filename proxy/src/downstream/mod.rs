@@ -108,6 +108,8 @@ pub struct Downstream {
     keepalive_requests: Option<u32>,
     /// The HTTPS listeners; a connection to any other address is plain HTTP/1.1.
     tls: Vec<TlsEndpoint>,
+    /// New TLS connections start their handshakes in turn (see `tls::Turns`).
+    turns: tls::Turns,
     h2: H2Settings,
 }
 
@@ -160,6 +162,7 @@ impl Downstream {
             send_timeout: l.send_timeout.get(),
             keepalive_requests: (l.keepalive_requests > 0).then_some(l.keepalive_requests),
             tls,
+            turns: tls::Turns::new(config.threads),
             h2: H2Settings {
                 limits: config.h2.clone(),
                 handshake_timeout: l.header_read_timeout.get(),
@@ -194,8 +197,13 @@ impl Downstream {
                 return None;
             }
         };
-        let outcome =
-            tokio::time::timeout(self.header_timeout, endpoint.acceptor.tls_handshake(l4)).await;
+        // The turn is waited for within the deadline: a flood of new connections queues here
+        // no longer than a slow client could take over its handshake.
+        let outcome = tokio::time::timeout(self.header_timeout, async {
+            self.turns.take().await;
+            endpoint.acceptor.tls_handshake(l4).await
+        })
+        .await;
         let result = match outcome {
             Ok(Ok(tls)) => return Some(Box::new(tls)),
             Ok(Err(e)) => {
