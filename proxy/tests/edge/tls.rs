@@ -713,3 +713,96 @@ async fn the_api_is_told_the_client_and_scheme_and_never_a_clients_own_claim() {
     assert_eq!(kept["x-forwarded-proto"], "https", "{kept}");
     assert_eq!(kept["forwarded"], "for=6.6.6.6;proto=https", "{kept}");
 }
+
+/// A rustls client of the test CA, one protocol version, with rustls's default in-memory
+/// session store (it keeps the tickets and session ids the edge hands out).
+fn rustls_client(
+    pki: &Pki,
+    version: &'static rustls::SupportedProtocolVersion,
+) -> Arc<rustls::ClientConfig> {
+    let mut roots = rustls::RootCertStore::empty();
+    roots
+        .add(CertificateDer::from_pem_slice(pki.ca_pem().as_bytes()).unwrap())
+        .unwrap();
+    let config = rustls::ClientConfig::builder_with_provider(Arc::new(
+        rustls::crypto::ring::default_provider(),
+    ))
+    .with_protocol_versions(&[version])
+    .unwrap()
+    .with_root_certificates(roots)
+    .with_no_client_auth();
+    Arc::new(config)
+}
+
+/// One HTTP/1.1 request on a new TLS connection, `Connection: close`, read to the end (so a
+/// TLS 1.3 client has also read the tickets sent after the handshake). Returns the status
+/// line and how the handshake went.
+async fn get_on_new_connection(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+    path: &str,
+) -> (String, Option<rustls::HandshakeKind>) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("edge.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n");
+    tls.write_all(request.as_bytes()).await.unwrap();
+    let mut response = Vec::new();
+    // The edge may close without close_notify after `Connection: close`; what was read counts.
+    let _ = tls.read_to_end(&mut response).await;
+    let text = String::from_utf8_lossy(&response);
+    (text.lines().next().unwrap_or("").to_owned(), kind)
+}
+
+/// Benchmarks and browsers reconnecting with a session they were given skip the certificate
+/// and its signature; NGINX's `ssl_session_cache` offers that, and so must the edge, on both
+/// protocol versions (TLS 1.3 tickets, TLS 1.2 session ids).
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_returning_client_resumes_its_tls_session_on_either_version() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let addr = edge.edge().tls[0];
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let client = rustls_client(&pki, version);
+        let (status, kind) = get_on_new_connection(&client, addr, "/t/resume").await;
+        assert_eq!(status, "HTTP/1.1 200 OK");
+        assert_eq!(kind, Some(rustls::HandshakeKind::Full), "{version:?}");
+        for _ in 0..3 {
+            let (status, kind) = get_on_new_connection(&client, addr, "/t/resume").await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "{version:?}");
+        }
+    }
+}
+
+/// New connections take turns to start their handshakes (`tls::Turns`): a burst of them,
+/// more than there are turns, is served in full, none left waiting.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_burst_of_new_tls_connections_is_served_in_full() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let addr = edge.edge().tls[0];
+    let client = rustls_client(&pki, &rustls::version::TLS13);
+    get_on_new_connection(&client, addr, "/t/burst").await;
+    let barrier = Arc::new(tokio::sync::Barrier::new(64));
+    let tasks: Vec<_> = (0..64)
+        .map(|_| {
+            let (client, barrier) = (client.clone(), barrier.clone());
+            tokio::spawn(async move {
+                barrier.wait().await;
+                get_on_new_connection(&client, addr, "/t/burst").await.0
+            })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(t.await.unwrap(), "HTTP/1.1 200 OK");
+    }
+    assert_eq!(origin.state.count("/t/burst"), 1);
+}
