@@ -20,6 +20,9 @@
 //!
 //! The answer is byte for byte what the proxy path sends for a hit (same fields, same
 //! order, `Connection` as Pingora sets it), and it is counted in the same metrics series.
+//!
+//! A plain `GET` whose key has no entry at all is not handed over either: `miss.rs` fills it
+//! from here.
 
 use std::sync::Arc;
 use std::time::Instant;

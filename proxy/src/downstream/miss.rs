@@ -21,8 +21,9 @@
 //!   than `cache.max_object_size` is streamed on;
 //! - no backend: 503 with `Retry-After`; failures: 502 or 504; the connection then closes.
 //!
-//! Stale entries (stale-while-revalidate, stale-if-error) and `HEAD` misses stay on the
-//! proxy path: they need its stale handling, and are rare.
+//! The fill itself ([`HitPath::fill`]) is shared with HTTP/2 streams (`miss_h2.rs`); this
+//! file writes its outcome for HTTP/1. Stale entries (stale-while-revalidate, stale-if-error)
+//! and `HEAD` misses stay on the proxy path: they need its stale handling, and are rare.
 
 use std::sync::Arc;
 use std::time::Instant;
