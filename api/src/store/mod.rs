@@ -196,6 +196,31 @@ pub struct PoolStats {
     pub max: u32,
 }
 
+impl PoolStats {
+    /// A reader pool's (`pg_readers`, `sqlite_readers`): `idle` connections waiting, and
+    /// `available` of its `max` permits not taken.
+    fn readers(idle: usize, available: usize, max: u32) -> PoolStats {
+        let idle = idle as u32;
+        let in_use = max.saturating_sub(available as u32);
+        PoolStats {
+            pool: "read",
+            size: idle + in_use,
+            idle,
+            max,
+        }
+    }
+
+    /// An sqlx pool's.
+    fn sqlx<DB: sqlx::Database>(pool: &'static str, p: &sqlx::Pool<DB>, max: u32) -> PoolStats {
+        PoolStats {
+            pool,
+            size: p.size(),
+            idle: p.num_idle() as u32,
+            max,
+        }
+    }
+}
+
 /// The cause of a database error, whichever driver raised it (sqlx, or rusqlite on the SQLite
 /// read path): logged, never shown to clients.
 pub type DbCause = Box<dyn std::error::Error + Send + Sync>;

@@ -303,20 +303,9 @@ impl ReviewStore for PostgresStore {
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {
-        let (size, idle, max) = self.readers.stats();
         vec![
-            PoolStats {
-                pool: "read",
-                size,
-                idle,
-                max,
-            },
-            PoolStats {
-                pool: "main",
-                size: self.pool.size(),
-                idle: self.pool.num_idle() as u32,
-                max: self.max,
-            },
+            self.readers.stats(),
+            PoolStats::sqlx("main", &self.pool, self.max),
         ]
     }
 

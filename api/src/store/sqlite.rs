@@ -272,20 +272,9 @@ impl ReviewStore for SqliteStore {
     }
 
     fn pool_stats(&self) -> Vec<PoolStats> {
-        let (size, idle, max) = self.readers.stats();
         vec![
-            PoolStats {
-                pool: "read",
-                size,
-                idle,
-                max,
-            },
-            PoolStats {
-                pool: "write",
-                size: self.writer.size(),
-                idle: self.writer.num_idle() as u32,
-                max: 1,
-            },
+            self.readers.stats(),
+            PoolStats::sqlx("write", &self.writer, 1),
         ]
     }
 

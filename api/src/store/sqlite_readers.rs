@@ -102,10 +102,9 @@ impl ReaderPool {
     }
 
     /// (open connections, idle connections, most connections).
-    pub(super) fn stats(&self) -> (u32, u32, u32) {
-        let idle = self.idle_list().len() as u32;
-        let in_use = self.max - self.permits.available_permits() as u32;
-        (idle + in_use, idle, self.max)
+    pub(super) fn stats(&self) -> super::PoolStats {
+        let available = self.permits.available_permits();
+        super::PoolStats::readers(self.idle_list().len(), available, self.max)
     }
 
     fn idle_list(&self) -> std::sync::MutexGuard<'_, Vec<Connection>> {
