@@ -143,6 +143,17 @@ pub struct Ctx {
     response_status: u16,
 }
 
+/// What a client is told when the backends failed it (no stale copy to serve): a status
+/// turned into an error keeps its code, a timeout is 504, anything else 502. Shared by the
+/// proxy path and the fast miss path.
+pub(crate) fn upstream_failure_answer(t: &ErrorType) -> (u16, &'static str) {
+    match t {
+        ErrorType::HTTPStatus(s) => (*s, "upstream error\n"),
+        ErrorType::ReadTimedout | ErrorType::ConnectTimedout => (504, "upstream timed out\n"),
+        _ => (502, "upstream failed\n"),
+    }
+}
+
 fn is_idempotent_read(m: &Method) -> bool {
     m == Method::GET || m == Method::HEAD
 }
@@ -762,11 +773,9 @@ impl ProxyHttp for Edge {
             }
             // The client went away: nobody to answer.
             (_, ErrorSource::Downstream, _) => return gone,
-            (_, _, ErrorType::HTTPStatus(s)) => (*s, "upstream error\n"),
-            (_, ErrorSource::Upstream, ErrorType::ReadTimedout | ErrorType::ConnectTimedout) => {
-                (504, "upstream timed out\n")
+            (_, ErrorSource::Upstream, t) | (_, _, t @ ErrorType::HTTPStatus(_)) => {
+                upstream_failure_answer(t)
             }
-            (_, ErrorSource::Upstream, _) => (502, "upstream failed\n"),
             _ => (500, "internal error\n"),
         };
         let retry_after = self.balancer.retry_after().as_secs().to_string();

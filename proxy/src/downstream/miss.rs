@@ -63,7 +63,7 @@ pub(super) const NOT_FORWARDED: [&str; 13] = [
 
 /// Response fields the edge does not pass on as they came: framing and connection fields
 /// (it sets its own) and the tags.
-pub(super) const NOT_RELAYED: [&str; 8] = [
+const NOT_RELAYED: [&str; 8] = [
     "connection",
     "keep-alive",
     "proxy-connection",
@@ -86,13 +86,7 @@ impl Failed {
     pub(super) fn answer(&self) -> (u16, &'static str) {
         match self {
             Failed::Unavailable(why) => (503, why.message()),
-            Failed::Try(t) => match t.error.etype() {
-                ErrorType::HTTPStatus(s) => (*s, "upstream error\n"),
-                ErrorType::ReadTimedout | ErrorType::ConnectTimedout => {
-                    (504, "upstream timed out\n")
-                }
-                _ => (502, "upstream failed\n"),
-            },
+            Failed::Try(t) => crate::proxy::upstream_failure_answer(t.error.etype()),
         }
     }
 }
@@ -218,9 +212,13 @@ impl HitPath {
                 .flat_map(|f| f.value.split(|&b| b == b','))
                 .any(|t| t.trim_ascii().eq_ignore_ascii_case(name.as_bytes()))
         };
+        let has_connection = parsed
+            .headers
+            .iter()
+            .any(|f| f.name.eq_ignore_ascii_case("connection"));
         for f in parsed.headers.iter() {
             if NOT_FORWARDED.iter().any(|n| f.name.eq_ignore_ascii_case(n))
-                || nominated(f.name)
+                || (has_connection && nominated(f.name))
                 || !forwarded.keep(f.name, f.value)
             {
                 continue;
@@ -400,13 +398,20 @@ fn chunk(out: &mut BytesMut, data: &[u8], chunked: bool) {
     }
 }
 
+/// Whether a backend's response field goes to the client as it came on a miss that is not
+/// stored (HTTP/1 and h2): not framing, connection or tags, and not `Vary` when the edge
+/// compresses (it sets its own).
+pub(super) fn is_relayed(name: &str, compression: bool) -> bool {
+    !(NOT_RELAYED.contains(&name) || (compression && name == "vary"))
+}
+
 /// The backend's fields as the client gets them on a miss that is not stored, with
 /// `x-cache-status` (and `Vary` when the edge compresses, as on the proxy path: a cached
 /// route's answers vary by encoding). Framing and `Connection` follow.
 fn relayed_fields(out: &mut BytesMut, header: &ResponseHeader, compression: bool) {
     for (name, value) in header.headers.iter() {
         let n = name.as_str();
-        if NOT_RELAYED.contains(&n) || (compression && n == "vary") {
+        if !is_relayed(n, compression) {
             continue;
         }
         out.put_slice(n.as_bytes());

@@ -10,7 +10,7 @@ use pingora_error::Result;
 use pingora_http::{RequestHeader, ResponseHeader};
 
 use super::hit::{H2Answer, H2Served, HitPath};
-use super::miss::{Failed, Filled, NOT_FORWARDED, NOT_RELAYED};
+use super::miss::{Failed, Filled, NOT_FORWARDED, is_relayed};
 use crate::balancer::InFlight;
 use crate::fetch::Fetched;
 use crate::forwarded;
@@ -85,8 +85,7 @@ impl HitPath {
         };
         let compression = self.cache.compression.enabled;
         for (name, value) in header.headers.iter() {
-            let n = name.as_str();
-            if NOT_RELAYED.contains(&n) || (compression && n == "vary") {
+            if !is_relayed(name.as_str(), compression) {
                 continue;
             }
             let _ = h.append_header(name.clone(), value.clone());
