@@ -208,3 +208,77 @@ async fn chunked_fills_are_stored_and_bodies_past_the_object_limit_stream_throug
         assert_eq!(origin.state.count(path), 2, "{path}: not stored");
     }
 }
+
+/// An origin that answers every request with a body shorter than its `Content-Length`, then
+/// closes: a backend dying mid-response.
+async fn truncating_origin() -> std::net::SocketAddr {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut s, _)) = listener.accept().await {
+            tokio::spawn(async move {
+                let mut buf = vec![0u8; 8192];
+                let mut got = 0;
+                while !buf[..got].windows(4).any(|w| w == b"\r\n\r\n") {
+                    match s.read(&mut buf[got..]).await {
+                        Ok(0) | Err(_) => return,
+                        Ok(n) => got += n,
+                    }
+                }
+                let _ = s
+                    .write_all(
+                        b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n\
+                          Cache-Control: public, max-age=60\r\nContent-Length: 100\r\n\r\n{\"cut\":",
+                    )
+                    .await;
+            });
+        }
+    });
+    addr
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_backend_dying_mid_body_is_retried_elsewhere_and_its_half_page_never_stored() {
+    let good = Origin::start("good");
+    let cut = truncating_origin().await;
+    let mut c = config(&[&good], "");
+    c.upstream.servers.push(reviews_proxy::Upstream::new(cut));
+    c.upstream.health.enabled = false;
+    let edge = TestEdge::start(c);
+    let addr = edge.edge().listen;
+    // Round robin sends some of these to the truncating backend first: each must still be
+    // answered whole, by the good one, and stored from it.
+    for i in 0..6 {
+        let get = format!("GET /t/cut?i={i} HTTP/1.1\r\nHost: edge\r\n\r\n");
+        let first = exchange(addr, get.as_bytes(), 1).await.remove(0);
+        assert!(first.0.starts_with("HTTP/1.1 200"), "{}", first.0);
+        assert_eq!(json(&first.0, &first.1)["origin"], "good");
+        let again = exchange(addr, get.as_bytes(), 1).await.remove(0);
+        assert_eq!(field(&again.0, "x-cache-status"), Some("hit"));
+        assert_eq!(again.1, first.1);
+    }
+    let m = edge.metrics().await;
+    let retries: f64 = m
+        .lines()
+        .filter(|l| l.starts_with("edge_retries_total{"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .sum();
+    assert!(
+        retries >= 1.0,
+        "the truncating backend was never tried:\n{m}"
+    );
+
+    // With only the truncating backend: an error, never a half page, and nothing stored.
+    let origin = Origin::start("unused");
+    let mut c = config(&[&origin], "");
+    c.upstream.servers = vec![reviews_proxy::Upstream::new(cut)];
+    c.upstream.health.enabled = false;
+    let edge = TestEdge::start(c);
+    let get = b"GET /t/cut-only HTTP/1.1\r\nHost: edge\r\n\r\n";
+    for _ in 0..2 {
+        let answer = exchange(edge.edge().listen, get, 1).await.remove(0);
+        assert!(answer.0.starts_with("HTTP/1.1 50"), "{}", answer.0);
+        assert_eq!(field(&answer.0, "x-cache-status"), Some("miss"));
+    }
+}
