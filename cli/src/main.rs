@@ -42,6 +42,8 @@ enum Command {
 }
 
 fn main() -> ExitCode {
+    // Before any role starts its threads (see `reviews_proxy::small_pages` for the numbers).
+    reviews_proxy::small_pages();
     let cli = Cli::parse();
     if matches!(cli.command, Command::Api(_) | Command::Proxy(_)) {
         lifeline::watch_parent();

@@ -14,5 +14,6 @@ struct Cli {
 }
 
 fn main() -> anyhow::Result<std::process::ExitCode> {
+    reviews_proxy::small_pages();
     reviews_proxy::run(Cli::parse().args)
 }

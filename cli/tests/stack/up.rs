@@ -33,6 +33,42 @@ fn listening(addr: SocketAddr) -> bool {
     TcpStream::connect_timeout(&addr, Duration::from_millis(200)).is_ok()
 }
 
+/// `THP_enabled` from a process's status: `None` on kernels that do not report it.
+fn thp_enabled(pid: i32) -> Option<bool> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status.lines().find(|l| l.starts_with("THP_enabled:"))?;
+    Some(line.split_whitespace().nth(1)? == "1")
+}
+
+/// `up` and the edge and API processes it started all run with transparent huge pages off (a
+/// cold edge's first second otherwise faults in 2 MiB pages on its workers; see
+/// `reviews_proxy::small_pages`).
+fn every_process_runs_on_small_pages(up: i32) {
+    if std::env::var_os(reviews_proxy::allocator::HUGE_PAGES_ENV).is_some() {
+        eprintln!("huge pages not checked: the test's environment sets MIMALLOC_ALLOW_THP");
+        return;
+    }
+    if thp_enabled(up).is_none() {
+        eprintln!("huge pages not checked: this kernel's /proc/<pid>/status has no THP_enabled");
+        return;
+    }
+    // Children are listed under the thread that started them, which may be any of up's.
+    let mut pids = vec![up];
+    for task in std::fs::read_dir(format!("/proc/{up}/task")).unwrap() {
+        let children = std::fs::read_to_string(task.unwrap().path().join("children"));
+        pids.extend(
+            children
+                .unwrap_or_default()
+                .split_whitespace()
+                .map(|p| p.parse::<i32>().unwrap()),
+        );
+    }
+    assert_eq!(pids.len(), 4, "up, the edge and two APIs: {pids:?}");
+    for pid in pids {
+        assert_eq!(thp_enabled(pid), Some(false), "process {pid}");
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn up_serves_from_an_empty_directory_and_ctrl_c_stops_every_process() {
     let dir = tempfile::tempdir().unwrap();
@@ -86,6 +122,7 @@ async fn up_serves_from_an_empty_directory_and_ctrl_c_stops_every_process() {
 
     let apis = [base, base + 1].map(|p| SocketAddr::from(([127, 0, 0, 1], p)));
     assert!(apis.iter().all(|a| listening(*a)));
+    every_process_runs_on_small_pages(up.pid().as_raw());
 
     kill(up.pid(), Signal::SIGINT).unwrap();
     let mut up = up;
