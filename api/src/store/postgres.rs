@@ -325,6 +325,8 @@ impl ReviewStore for PostgresStore {
 
 #[cfg(test)]
 mod tests {
+    use std::time::Duration;
+
     use sqlx::SqlSafeStr;
 
     use super::*;
@@ -396,6 +398,51 @@ mod tests {
             store.product_meta(product).await.unwrap(),
             ProductMeta::default()
         );
+        store.pool.close().await;
+        drop(store);
+        drop_database(conn, &name).await;
+    }
+
+    /// A read whose request is dropped while its statement is in flight (the client went away)
+    /// closes its connection instead of returning it to the pool mid-protocol, where the next
+    /// read on it would first wait out the abandoned statement (up to `statement_timeout`).
+    #[tokio::test]
+    async fn a_read_cancelled_mid_statement_does_not_return_its_connection() {
+        let Some((store, conn, name)) = fresh_store("cancel").await else {
+            return;
+        };
+        sqlx::query(
+            "INSERT INTO reviews (product_id, rating, date_ms, summary, body, recommend, \
+             reviewer_name, reviewer_email) VALUES (1, 5, 0, 'first', 'body', TRUE, 'n', 'e')",
+        )
+        .execute(&store.pool)
+        .await
+        .unwrap();
+        let q = |product| ListQuery {
+            product_id: ProductId::new(product).unwrap(),
+            sort: Sort::Newest,
+            page: 1,
+            count: 5,
+        };
+        assert_eq!(store.list_reviews(&q(1)).await.unwrap().len(), 1);
+        assert_eq!(store.pool_stats()[0].idle, 1, "{:?}", store.pool_stats());
+
+        // The table locked, the next read waits on the server with its statement sent.
+        let mut lock = store.pool.begin().await.unwrap();
+        sqlx::query("LOCK TABLE reviews IN ACCESS EXCLUSIVE MODE")
+            .execute(&mut *lock)
+            .await
+            .unwrap();
+        let cancelled =
+            tokio::time::timeout(Duration::from_millis(300), store.list_reviews(&q(1))).await;
+        assert!(cancelled.is_err(), "the read should still be waiting");
+        let stats = &store.pool_stats()[0];
+        assert_eq!((stats.idle, stats.size), (0, 0), "{stats:?}");
+        lock.rollback().await.unwrap();
+
+        // Reads go on, on a new connection, and answer for their own product.
+        assert!(store.list_reviews(&q(2)).await.unwrap().is_empty());
+        assert_eq!(store.list_reviews(&q(1)).await.unwrap().len(), 1);
         store.pool.close().await;
         drop(store);
         drop_database(conn, &name).await;
