@@ -15,6 +15,13 @@
 //! ends whatever it was running). A connection the server closed while it sat idle (a
 //! restart, `idle_session_timeout`) fails with a connection error: the caller retries such a
 //! read once on a new connection ([`retry_on_fresh`]); a read is safe to repeat.
+//!
+//! Why the connections are still sqlx's: a bare wire-protocol client costs about 3–5 µs less
+//! API CPU per list query than sqlx (`api/examples/pg_read_cost.rs`, README issue #10), some
+//! 10–18% of a list request, but sqlx's connection setup is what the URL's users rely on
+//! (SCRAM, MD5 and cleartext passwords, `PGPASSWORD` and `~/.pgpass`, Unix sockets, `sslmode`,
+//! `application_name`, the session options of `PostgresStore::open`). A reader of our own
+//! would have to bring all of that, tested against a server that asks for a password.
 
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
