@@ -93,6 +93,9 @@ def ratio_in(second):
         return None
     a, b = before[-1][1], after[0][1]
     d = {k: b.get(k, 0) - a.get(k, 0) for k in b}
+    if any(v < 0 for v in d.values()):
+        # The two samples came from different processes (a reload's handover): no ratio.
+        return None
     total = sum(d.values())
     return d.get("hit", 0) / total if total else None
 
