@@ -33,6 +33,8 @@ pub struct RunningApi {
 /// Opens the database, runs migrations, binds the listeners and starts serving.
 pub async fn start(config: &ApiConfig) -> anyhow::Result<RunningApi> {
     let store = store::open(&config.database.url, &config.database.limits()).await?;
+    let warming = store.clone();
+    tokio::spawn(async move { warming.warm().await });
     let metrics = Arc::new(Metrics::new());
     metrics.watch_store(store.clone());
     let mut state = AppState::new(

@@ -312,6 +312,10 @@ pub trait ReviewStore: Send + Sync + 'static {
 
     fn pool_stats(&self) -> Vec<PoolStats>;
 
+    /// Opens the read connections ahead of the first requests, in the background of a
+    /// starting server; best effort (a database not up yet is left to the requests).
+    async fn warm(&self) {}
+
     /// Which backend this is, for logs and metrics.
     fn backend(&self) -> &'static str;
 }

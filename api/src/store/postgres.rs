@@ -311,6 +311,15 @@ impl ReviewStore for PostgresStore {
         Ok(())
     }
 
+    async fn warm(&self) {
+        match self.readers.fill().await {
+            Ok(opened) => tracing::debug!(opened, "PostgreSQL read connections opened"),
+            Err(e) => {
+                tracing::info!(error = %e, "PostgreSQL read connections left to the first requests")
+            }
+        }
+    }
+
     fn pool_stats(&self) -> Vec<PoolStats> {
         vec![
             self.readers.stats(),
@@ -443,6 +452,46 @@ mod tests {
         // Reads go on, on a new connection, and answer for their own product.
         assert!(store.list_reviews(&q(2)).await.unwrap().is_empty());
         assert_eq!(store.list_reviews(&q(1)).await.unwrap().len(), 1);
+        store.pool.close().await;
+        drop(store);
+        drop_database(conn, &name).await;
+    }
+
+    /// A starting server opens its read connections ahead of the first requests: all of them,
+    /// once, never more than the pool's `max` (a second warm-up, or one racing requests,
+    /// opens none beyond it), and the PostgreSQL server sees exactly that many sessions.
+    #[tokio::test]
+    async fn warming_opens_every_read_connection_and_no_more() {
+        let Some((store, mut conn, name)) = fresh_store("warm").await else {
+            return;
+        };
+        let max = DbLimits::default().max_connections;
+        let q = ListQuery {
+            product_id: ProductId::new(1).unwrap(),
+            sort: Sort::Newest,
+            page: 1,
+            count: 5,
+        };
+        let (_, read) = tokio::join!(store.warm(), store.list_reviews(&q));
+        assert!(read.unwrap().is_empty());
+        let stats = &store.pool_stats()[0];
+        assert_eq!(
+            (stats.size, stats.idle, stats.max),
+            (max, max, max),
+            "{stats:?}"
+        );
+        store.warm().await;
+        assert_eq!(store.pool_stats()[0].size, max);
+        let sessions: i64 = sqlx::query_scalar(
+            "SELECT count(*) FROM pg_stat_activity WHERE datname = $1 AND application_name = 'reviews-api'",
+        )
+        .bind(&name)
+        .fetch_one(&mut conn)
+        .await
+        .unwrap();
+        // The read connections, plus whatever the write pool kept from the migrations.
+        let writers = store.pool_stats()[1].size as i64;
+        assert_eq!(sessions, max as i64 + writers);
         store.pool.close().await;
         drop(store);
         drop_database(conn, &name).await;
