@@ -13,7 +13,8 @@
 #                                       # request (wrk, Connection: close), h2 (h2load)
 #
 # Knobs: KEYS (10000) DURATION (10s) ROUNDS (3) CONNS (64) WRK_THREADS (2) PROXY_CPU (0)
-# CLIENT_CPU (1) BODY (1300: bytes of a list page) RSS_MAX (512MiB) RSS_BODY (BODY)
+# CLIENT_CPU (1) BIN (a folder with prebuilt `edge` and `bench_origin` examples, for
+# side-by-side runs of two builds; default: build them here) BODY (1300: bytes of a list page) RSS_MAX (512MiB) RSS_BODY (BODY)
 # RSS_DURATION (60s) ONLY (a regex: run the scenarios whose name matches) H2_STREAMS (10: concurrent streams per h2load connection)
 # TLS: both proxies get the same ECDSA P-256 certificate (made here with the openssl command
 # line tool), TLS 1.2 and 1.3; NGINX with ssl_session_cache shared:SSL:10m as an operator
@@ -70,9 +71,11 @@ if [ "$TLS" = 1 ]; then
     chmod 644 "$WORK/tls/key.pem"
 fi
 
-echo "building (release)…" >&2
-(cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews-proxy --examples)
-BIN="$ROOT/target/release/examples"
+if [ -z "${BIN:-}" ]; then
+    echo "building (release)…" >&2
+    (cd "$ROOT" && CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews-proxy --examples)
+    BIN="$ROOT/target/release/examples"
+fi
 
 wait_port() {
     for _ in $(seq 1 100); do

@@ -17,11 +17,15 @@
 //! - **requests per connection**: after `h2.max_requests`, a graceful GOAWAY;
 //! - **idle**: no stream in progress for `listen.keepalive_timeout` closes the connection.
 //!
-//! The connection holds its `max_connections` slot for its whole life (the caller's).
+//! The connection holds its `max_connections` slot for its whole life (the caller's), and
+//! writes its frames through [`Cork`]: one socket write per round, not one per response.
 
 use std::cell::Cell;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, AtomicUsize, Ordering};
+use std::task::{Context, Waker};
 use std::time::Duration;
 
 use bytes::Bytes;
@@ -35,6 +39,7 @@ use pingora_core::server::ShutdownWatch;
 use pingora_proxy::HttpProxy;
 use tokio::sync::Notify;
 
+use super::cork::Cork;
 use super::hit::{H2Served, HitPath};
 use crate::config::H2Config;
 use crate::metrics;
@@ -127,7 +132,8 @@ pub(super) async fn serve(
         proxy_digest: stream.get_proxy_digest(),
         socket_digest: stream.get_socket_digest(),
     });
-    let handshake = h2server::handshake(stream, Some(settings.options()));
+    let cork = Cork::default();
+    let handshake = h2server::handshake(cork.stream(stream), Some(settings.options()));
     let mut conn = match tokio::time::timeout(settings.handshake_timeout, handshake).await {
         Ok(Ok(c)) => c,
         Ok(Err(e)) => {
@@ -162,7 +168,7 @@ pub(super) async fn serve(
                 draining = true;
                 continue;
             }
-            a = HttpSession::from_h2_conn(&mut conn, digest.clone()) => a,
+            a = cork.poll(HttpSession::from_h2_conn(&mut conn, digest.clone())) => a,
             _ = in_flight.idle_for(settings.idle_timeout), if !draining => {
                 metrics::DOWNSTREAM_TIMEOUTS.with_label_values(&["keepalive"]).inc();
                 return;
@@ -209,7 +215,7 @@ pub(super) async fn serve(
         let (guard, counts) = (in_flight.start(), in_flight.clone());
         let (proxy, hits, shutdown) = (proxy.clone(), hits.clone(), shutdown.clone());
         let (read_timeout, write_timeout) = (settings.body_read_timeout, settings.send_timeout);
-        tokio::spawn(async move {
+        start_stream(Box::pin(async move {
             let _guard = guard;
             let mut session = session;
             session.set_write_timeout(Some(write_timeout));
@@ -233,7 +239,21 @@ pub(super) async fn serve(
             if aborted {
                 counts.aborted.fetch_add(1, Ordering::SeqCst);
             }
-        });
+        }));
+    }
+}
+
+/// Runs a stream's work on the connection's task as far as it goes without waiting, and
+/// spawns the rest. A fresh hit finishes in that first poll: its frames are queued before
+/// the connection's next write, and it costs no task of its own. With a task per stream
+/// every hit waited a scheduler round before it was answered (h2 hits: 1.15–1.3× the
+/// throughput without one, p99 36–40 ms against 53–55 at 640 streams in flight;
+/// proxy/README.md, Measured over TLS).
+fn start_stream(mut work: Pin<Box<dyn Future<Output = ()> + Send>>) {
+    let mut cx = Context::from_waker(Waker::noop());
+    if work.as_mut().poll(&mut cx).is_pending() {
+        // The spawned task polls it again with its own waker.
+        tokio::spawn(work);
     }
 }
 

@@ -18,6 +18,7 @@
 //!    which answers fresh cache hits itself and hands everything else to the proxy with the
 //!    bytes it read.
 
+mod cork;
 mod deadline;
 mod hit;
 mod http2;

@@ -447,6 +447,57 @@ async fn an_h2_hit_answered_by_the_fast_path_matches_the_proxy_paths() {
     assert_eq!(hits, 6.0, "every h2 hit counted once:\n{m}");
 }
 
+/// Many hits answered together on one connection, as a browser asks for a page's resources,
+/// some larger than the client's flow-control window: the edge batches the frames of a round
+/// into one write and runs each hit on the connection's own task until it must wait for
+/// window, so every answer must still arrive whole, each on its own stream.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn concurrent_h2_hits_larger_than_the_clients_window_all_arrive_whole() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let edge = TestEdge::start(tls_config(&origin, listener(&pki.issue("leaf", false)), ""));
+    let mut builder = h2::client::Builder::new();
+    // 4 KiB per stream and 16 KiB for the connection: a 60 KB page needs many window updates.
+    builder
+        .initial_window_size(4 << 10)
+        .initial_connection_window_size(16 << 10);
+    let (mut send, _conn) = h2_connect(&pki.ca_pem(), edge.edge().tls[0], builder).await;
+    let path = |i: usize| {
+        let pad = if i.is_multiple_of(10) { 60_000 } else { 1_500 };
+        format!("/t/batch/{i}?pad={pad}")
+    };
+    let mut filled = Vec::new();
+    for i in 0..40 {
+        let (parts, body) = h2_fetch(&mut send, get(&path(i)), false).await;
+        assert_eq!(parts.headers["x-cache-status"], "miss");
+        filled.push(body);
+    }
+    for round in 0..3 {
+        let mut streams = tokio::task::JoinSet::new();
+        for i in 0..40 {
+            let mut send = send.clone();
+            let req = get(&path(i));
+            streams.spawn(async move { (i, h2_fetch(&mut send, req, false).await) });
+        }
+        let mut answered = 0;
+        while let Some(done) = streams.join_next().await {
+            let (i, (parts, body)) = done.unwrap();
+            assert_eq!(parts.status, 200, "round {round}, stream {i}");
+            assert_eq!(parts.headers["x-cache-status"], "hit", "round {round}, {i}");
+            assert_eq!(body.len(), filled[i].len(), "round {round}, stream {i}");
+            assert!(
+                body == filled[i],
+                "round {round}, stream {i}: another page's bytes"
+            );
+            answered += 1;
+        }
+        assert_eq!(answered, 40);
+    }
+    for i in 0..40 {
+        assert_eq!(origin.state.count(&path(i)), 1, "{}", path(i));
+    }
+}
+
 /// `body` gunzipped when the answer says gzip, as JSON.
 fn h2_json(p: &http::response::Parts, body: &[u8]) -> serde_json::Value {
     use std::io::Read;

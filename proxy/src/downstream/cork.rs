@@ -1,0 +1,369 @@
+//! One socket write per round of an HTTP/2 connection, not one per response.
+//!
+//! The h2 codec flushes its output whenever it queues a DATA frame too large to copy into its
+//! buffer (over 256 bytes: every page), and again at the end of each poll of the connection.
+//! Over TLS each flush is a `sendmsg` of its own: ten streams answered together cost ten
+//! system calls, and on a loopback or a busy NIC the send path is the most expensive thing
+//! the edge does per response. NGINX writes all the frames it has ready in one go.
+//!
+//! [`Corked`] wraps the connection's socket (below the codec, above TLS and the socket's
+//! write buffer) and, while the serving loop polls the connection ([`Cork::poll`]), turns
+//! the codec's flushes into no-ops after the first one: the bytes stay in the TLS layer's
+//! records and the socket's write buffer (`listen.write_buffer`, which writes through when
+//! full). The first deferred flush wakes the connection's task, so the connection is polled
+//! again in the next scheduler round, after the stream tasks that were ready have queued
+//! their responses, and that poll's first flush writes everything at once. Outside
+//! [`Cork::poll`] (the handshake, the final GOAWAY) every flush is real.
+
+use std::fmt;
+use std::future::Future;
+use std::io;
+use std::pin::Pin;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::task::{Context, Poll};
+
+use async_trait::async_trait;
+use pingora_core::protocols::raw_connect::ProxyDigest;
+use pingora_core::protocols::{
+    GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, SocketDigest, Ssl, Stream,
+    TimingDigest, UniqueID, UniqueIDType,
+};
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+
+/// The serving loop's side: counts its polls of the connection. Odd while a poll runs.
+#[derive(Clone, Default)]
+pub(super) struct Cork(Arc<AtomicU32>);
+
+impl Cork {
+    /// Polls `fut` (which drives the connection) with its flushes corked.
+    pub async fn poll<F: Future>(&self, fut: F) -> F::Output {
+        let mut fut = std::pin::pin!(fut);
+        std::future::poll_fn(|cx| {
+            self.0.fetch_add(1, Ordering::Relaxed);
+            let r = fut.as_mut().poll(cx);
+            self.0.fetch_add(1, Ordering::Relaxed);
+            r
+        })
+        .await
+    }
+
+    /// Wraps the connection's socket.
+    pub fn stream(&self, inner: Stream) -> Stream {
+        Box::new(Corked {
+            inner,
+            cork: self.clone(),
+            dirty: false,
+            deferred: None,
+        })
+    }
+}
+
+/// A socket whose flushes are deferred inside [`Cork::poll`] (see the module docs).
+pub(super) struct Corked {
+    inner: Stream,
+    cork: Cork,
+    /// Bytes written since the last real flush.
+    dirty: bool,
+    /// The poll in which a flush was deferred, if one is pending.
+    deferred: Option<u32>,
+}
+
+impl fmt::Debug for Corked {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Corked")
+            .field("inner", &self.inner)
+            .field("deferred", &self.deferred)
+            .finish()
+    }
+}
+
+impl AsyncWrite for Corked {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write(cx, buf);
+        this.dirty |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        r
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        bufs: &[io::IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        let this = self.get_mut();
+        let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
+        this.dirty |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        r
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        self.inner.is_write_vectored()
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        let now = this.cork.0.load(Ordering::Relaxed);
+        let corked = this.dirty && now % 2 == 1;
+        match this.deferred {
+            // Already deferred in this poll: the wake-up is on its way.
+            Some(at) if corked && at == now => return Poll::Ready(Ok(())),
+            // Nothing pending yet in a corked poll: defer, and come back next round.
+            None if corked => {
+                this.deferred = Some(now);
+                cx.waker().wake_by_ref();
+                return Poll::Ready(Ok(()));
+            }
+            // Outside the loop's polls, or the round after a deferral: write it all.
+            _ => {}
+        }
+        let r = Pin::new(&mut this.inner).poll_flush(cx);
+        if r.is_ready() {
+            this.deferred = None;
+            this.dirty = false;
+        }
+        r
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if this.dirty {
+            std::task::ready!(Pin::new(&mut this.inner).poll_flush(cx))?;
+            this.deferred = None;
+            this.dirty = false;
+        }
+        Pin::new(&mut this.inner).poll_shutdown(cx)
+    }
+}
+
+impl AsyncRead for Corked {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().inner).poll_read(cx, buf)
+    }
+}
+
+#[async_trait]
+impl Shutdown for Corked {
+    async fn shutdown(&mut self) {
+        self.inner.shutdown().await
+    }
+}
+
+impl UniqueID for Corked {
+    fn id(&self) -> UniqueIDType {
+        self.inner.id()
+    }
+}
+
+impl Ssl for Corked {
+    fn get_ssl(&self) -> Option<&pingora_core::protocols::tls::TlsRef> {
+        self.inner.get_ssl()
+    }
+
+    fn get_ssl_digest(&self) -> Option<Arc<pingora_core::protocols::tls::SslDigest>> {
+        self.inner.get_ssl_digest()
+    }
+
+    fn selected_alpn_proto(&self) -> Option<pingora_core::protocols::ALPN> {
+        self.inner.selected_alpn_proto()
+    }
+}
+
+impl GetTimingDigest for Corked {
+    fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+        self.inner.get_timing_digest()
+    }
+}
+
+impl GetProxyDigest for Corked {
+    fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+        self.inner.get_proxy_digest()
+    }
+}
+
+impl GetSocketDigest for Corked {
+    fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+        self.inner.get_socket_digest()
+    }
+
+    fn set_socket_digest(&mut self, digest: SocketDigest) {
+        self.inner.set_socket_digest(digest)
+    }
+}
+
+#[async_trait]
+impl Peek for Corked {
+    async fn try_peek(&mut self, buf: &mut [u8]) -> io::Result<bool> {
+        self.inner.try_peek(buf).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::AtomicUsize;
+    use std::task::{Wake, Waker};
+
+    use super::*;
+
+    /// A socket stand-in that counts the flushes that had bytes to send (each one a system
+    /// call on a real socket with a write buffer) and the bytes sent by them.
+    #[derive(Debug, Default)]
+    struct Socket {
+        pending: usize,
+        sends: Arc<AtomicUsize>,
+        sent: Arc<AtomicUsize>,
+    }
+
+    impl AsyncWrite for Socket {
+        fn poll_write(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.get_mut().pending += buf.len();
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            let this = self.get_mut();
+            if this.pending > 0 {
+                this.sends.fetch_add(1, Ordering::SeqCst);
+                this.sent.fetch_add(this.pending, Ordering::SeqCst);
+                this.pending = 0;
+            }
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+            assert_eq!(self.pending, 0, "shut down with unsent bytes");
+            self.poll_flush(cx)
+        }
+    }
+
+    impl AsyncRead for Socket {
+        fn poll_read(
+            self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            _: &mut ReadBuf<'_>,
+        ) -> Poll<io::Result<()>> {
+            Poll::Pending
+        }
+    }
+
+    #[async_trait]
+    impl Shutdown for Socket {
+        async fn shutdown(&mut self) {}
+    }
+    impl UniqueID for Socket {
+        fn id(&self) -> UniqueIDType {
+            0
+        }
+    }
+    impl Ssl for Socket {}
+    impl GetTimingDigest for Socket {
+        fn get_timing_digest(&self) -> Vec<Option<TimingDigest>> {
+            vec![]
+        }
+    }
+    impl GetProxyDigest for Socket {
+        fn get_proxy_digest(&self) -> Option<Arc<ProxyDigest>> {
+            None
+        }
+    }
+    impl GetSocketDigest for Socket {
+        fn get_socket_digest(&self) -> Option<Arc<SocketDigest>> {
+            None
+        }
+    }
+    #[async_trait]
+    impl Peek for Socket {}
+
+    #[derive(Default)]
+    struct Wakes(AtomicUsize);
+
+    impl Wake for Wakes {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    /// Frames written and flushed one by one, as the h2 codec does with pages.
+    fn frames(s: &mut Stream, cx: &mut Context<'_>, n: usize) {
+        for _ in 0..n {
+            assert!(Pin::new(&mut *s).poll_write(cx, &[0; 100]).is_ready());
+            assert!(Pin::new(&mut *s).poll_flush(cx).is_ready());
+        }
+    }
+
+    /// One poll of the serving loop (through [`Cork::poll`]) that writes `n` frames.
+    fn round(cork: &Cork, s: &mut Stream, cx: &mut Context<'_>, n: usize) {
+        let fut = cork.poll(std::future::poll_fn(|cx| {
+            frames(s, cx, n);
+            Poll::Ready(())
+        }));
+        assert!(std::pin::pin!(fut).poll(cx).is_ready());
+    }
+
+    #[test]
+    fn flushes_inside_a_round_become_one_send_in_the_next() {
+        let (sends, sent) = (Arc::default(), Arc::default());
+        let cork = Cork::default();
+        let mut s = cork.stream(Box::new(Socket {
+            pending: 0,
+            sends: Arc::clone(&sends),
+            sent: Arc::clone(&sent),
+        }));
+        let wakes = Arc::new(Wakes::default());
+        let waker = Waker::from(wakes.clone());
+        let mut cx = Context::from_waker(&waker);
+        let count = |c: &Arc<AtomicUsize>| c.load(Ordering::SeqCst);
+
+        // Outside the loop's polls (the handshake), every flush sends.
+        frames(&mut s, &mut cx, 2);
+        assert_eq!(count(&sends), 2);
+
+        // Ten responses in one round: nothing sent yet, one wake-up asked for.
+        round(&cork, &mut s, &mut cx, 10);
+        assert_eq!((count(&sends), wakes.0.load(Ordering::SeqCst)), (2, 1));
+
+        // The next round's first flush sends all ten (and the frame before it); what that
+        // round writes after it waits for the round after.
+        round(&cork, &mut s, &mut cx, 3);
+        assert_eq!(count(&sends), 3);
+        assert_eq!(count(&sent), 200 + 1_100);
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+
+        // A round that only flushes (the codec's end of poll) sends the rest.
+        let fut = cork.poll(std::future::poll_fn(|cx| Pin::new(&mut s).poll_flush(cx)));
+        assert!(std::pin::pin!(fut).poll(&mut cx).is_ready());
+        assert_eq!((count(&sends), count(&sent)), (4, 1_500));
+        // Nothing left: a round without writes asks for no further wake-up.
+        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+    }
+
+    #[test]
+    fn a_deferred_flush_is_sent_before_shutdown() {
+        let (sends, sent) = (Arc::default(), Arc::<AtomicUsize>::default());
+        let cork = Cork::default();
+        let mut s = cork.stream(Box::new(Socket {
+            pending: 0,
+            sends: Arc::clone(&sends),
+            sent: Arc::clone(&sent),
+        }));
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        round(&cork, &mut s, &mut cx, 4);
+        assert_eq!(sends.load(Ordering::SeqCst), 0);
+        // The GOAWAY path: the codec shuts the socket down outside the loop's polls.
+        assert!(Pin::new(&mut s).poll_shutdown(&mut cx).is_ready());
+        assert_eq!(sent.load(Ordering::SeqCst), 400);
+    }
+}
