@@ -5,6 +5,7 @@
 #
 #   bench/import-full.sh [PRODUCTS]          # default 1000011: the real set's size, 31.3M rows
 #   VERIFY=1 bench/import-full.sh            # also run --verify (reads every table back)
+#   BIN=path/to/reviews bench/import-full.sh # a prebuilt binary instead of building one
 #
 # The data set is a few GB and lives under $BENCH_DIR (default target/bench-api, shared with
 # bench/api-latency.sh, which then reuses both databases). Needs PostgreSQL at $PG_ADMIN_URL
@@ -25,8 +26,12 @@ if [ ! -x /usr/bin/time ]; then
   exit 1
 fi
 
-CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews
-bin=target/release/reviews
+if [ -n "${BIN:-}" ]; then
+  bin=$BIN
+else
+  CARGO_BUILD_JOBS=${CARGO_BUILD_JOBS:-2} cargo build --release -q -p reviews
+  bin=target/release/reviews
+fi
 data="$work/data-$products"
 
 if [ ! -f "$data/characteristic_reviews.csv" ]; then
