@@ -20,6 +20,7 @@
 
 mod cork;
 mod deadline;
+mod delegate;
 mod hit;
 mod http2;
 mod miss;
