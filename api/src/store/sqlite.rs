@@ -287,6 +287,49 @@ impl ReviewStore for SqliteStore {
 mod tests {
     use super::*;
 
+    /// A request's statements share one snapshot: a write committed between them (here by
+    /// another connection, in the middle of the read) is not seen until the next request, and
+    /// a read that fails leaves its connection out of the transaction for the next one.
+    #[tokio::test]
+    async fn a_requests_statements_read_one_snapshot() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("snapshot.db");
+        let url = format!("sqlite://{}", path.display());
+        let store = SqliteStore::open(&url, &DbLimits::default()).await.unwrap();
+        sqlx::query("CREATE TABLE t (x INTEGER)")
+            .execute(&store.writer)
+            .await
+            .unwrap();
+        let count = |c: &rusqlite::Connection| {
+            c.query_row("SELECT count(*) FROM t", [], |r| r.get::<_, i64>(0))
+        };
+        let writer_path = path.clone();
+        let (before, after) = store
+            .readers
+            .run(move |conn| {
+                let before = count(conn)?;
+                let other = rusqlite::Connection::open(&writer_path)?;
+                other.busy_timeout(std::time::Duration::from_secs(5))?;
+                other.execute("INSERT INTO t VALUES (1)", [])?;
+                Ok((before, count(conn)?))
+            })
+            .await
+            .unwrap();
+        assert_eq!((before, after), (0, 0), "the insert showed up mid-request");
+
+        let failed = store
+            .readers
+            .run(|conn| conn.query_row("SELECT no_such_column FROM t", [], |_| Ok(())))
+            .await;
+        assert!(failed.is_err());
+        // Every pooled connection starts its next request in a fresh snapshot, which sees
+        // the insert.
+        for _ in 0..3 {
+            let seen = store.readers.run(move |conn| count(conn)).await.unwrap();
+            assert_eq!(seen, 1);
+        }
+    }
+
     /// Each order is read straight off its partial index: SQLite's plan names the index and
     /// needs no temporary B-tree to sort a product's rows.
     #[tokio::test]
