@@ -8,37 +8,63 @@
 //!
 //! [`Corked`] wraps the connection's socket (below the codec, above TLS and the socket's
 //! write buffer) and, while the serving loop polls the connection ([`Cork::poll`]), turns
-//! the codec's flushes into no-ops after the first one: the bytes stay in the TLS layer's
-//! records and the socket's write buffer (`listen.write_buffer`, which writes through when
-//! full). The first deferred flush wakes the connection's task, so the connection is polled
-//! again in the next scheduler round, after the stream tasks that were ready have queued
-//! their responses, and that poll's first flush writes everything at once. Outside
-//! [`Cork::poll`] (the handshake, the final GOAWAY) every flush is real.
+//! the codec's flushes into no-ops: the bytes stay in the TLS layer's records and the
+//! socket's write buffer (`listen.write_buffer`, which writes through when full). A round
+//! lasts until the connection has nothing more to hand over (the loop accepts the streams
+//! that came in together one poll at a time, answering fresh hits as it goes); the first
+//! deferred flush wakes the connection's task, and the first flush of the next round writes
+//! everything at once. Outside [`Cork::poll`] (the handshake, the final GOAWAY) and at
+//! shutdown every flush is real.
 
 use std::fmt;
 use std::future::Future;
 use std::io;
 use std::pin::Pin;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
 use std::task::{Context, Poll};
 
 use pingora_core::protocols::Stream;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
-/// The serving loop's side: counts its polls of the connection. Odd while a poll runs.
-#[derive(Clone, Default)]
-pub(super) struct Cork(Arc<AtomicU32>);
+/// The serving loop's side: whether a poll of the connection is running, and which round it
+/// belongs to. A round is the polls from a wake-up until the connection has nothing more to
+/// give (its future returns `Pending`): a burst of streams accepted one poll at a time is one
+/// round, so their answers leave together.
+#[derive(Clone)]
+pub(super) struct Cork(Arc<Rounds>);
+
+struct Rounds {
+    round: AtomicU32,
+    in_poll: AtomicBool,
+    /// The last poll returned `Pending`: the next one starts a new round.
+    ended: AtomicBool,
+}
+
+impl Default for Cork {
+    fn default() -> Self {
+        Cork(Arc::new(Rounds {
+            round: AtomicU32::new(0),
+            in_poll: AtomicBool::new(false),
+            ended: AtomicBool::new(true),
+        }))
+    }
+}
 
 impl Cork {
     /// Polls `fut` (which drives the connection) with its flushes corked.
     pub async fn poll<F: Future>(&self, fut: F) -> F::Output {
         let mut fut = std::pin::pin!(fut);
         std::future::poll_fn(|cx| {
-            self.0.fetch_add(1, Ordering::Relaxed);
-            let r = fut.as_mut().poll(cx);
-            self.0.fetch_add(1, Ordering::Relaxed);
-            r
+            let r = &self.0;
+            if r.ended.load(Ordering::Relaxed) {
+                r.round.fetch_add(1, Ordering::Relaxed);
+            }
+            r.in_poll.store(true, Ordering::Relaxed);
+            let out = fut.as_mut().poll(cx);
+            r.in_poll.store(false, Ordering::Relaxed);
+            r.ended.store(out.is_pending(), Ordering::Relaxed);
+            out
         })
         .await
     }
@@ -60,7 +86,7 @@ pub(super) struct Corked {
     cork: Cork,
     /// Bytes written since the last real flush.
     dirty: bool,
-    /// The poll in which a flush was deferred, if one is pending.
+    /// The round in which a flush was deferred, if one is pending.
     deferred: Option<u32>,
 }
 
@@ -102,10 +128,10 @@ impl AsyncWrite for Corked {
 
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         let this = self.get_mut();
-        let now = this.cork.0.load(Ordering::Relaxed);
-        let corked = this.dirty && now % 2 == 1;
+        let now = this.cork.0.round.load(Ordering::Relaxed);
+        let corked = this.dirty && this.cork.0.in_poll.load(Ordering::Relaxed);
         match this.deferred {
-            // Already deferred in this poll: the wake-up is on its way.
+            // Already deferred in this round: the wake-up is on its way.
             Some(at) if corked && at == now => return Poll::Ready(Ok(())),
             // Nothing pending yet in a corked poll: defer, and come back next round.
             None if corked => {
@@ -251,13 +277,19 @@ mod tests {
         }
     }
 
-    /// One poll of the serving loop (through [`Cork::poll`]) that writes `n` frames.
-    fn round(cork: &Cork, s: &mut Stream, cx: &mut Context<'_>, n: usize) {
+    /// One poll of the serving loop (through [`Cork::poll`]) that writes `n` frames; `more`:
+    /// the connection had another stream to hand over (the poll is `Ready`, the round goes on).
+    fn poll(cork: &Cork, s: &mut Stream, cx: &mut Context<'_>, n: usize, more: bool) {
         let fut = cork.poll(std::future::poll_fn(|cx| {
             frames(s, cx, n);
-            Poll::Ready(())
+            if more { Poll::Ready(()) } else { Poll::Pending }
         }));
-        assert!(std::pin::pin!(fut).poll(cx).is_ready());
+        assert_eq!(std::pin::pin!(fut).poll(cx).is_ready(), more);
+    }
+
+    /// A round of one poll: the connection then has nothing more to give.
+    fn round(cork: &Cork, s: &mut Stream, cx: &mut Context<'_>, n: usize) {
+        poll(cork, s, cx, n, false);
     }
 
     #[test]
@@ -290,11 +322,47 @@ mod tests {
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
 
         // A round that only flushes (the codec's end of poll) sends the rest.
-        let fut = cork.poll(std::future::poll_fn(|cx| Pin::new(&mut s).poll_flush(cx)));
-        assert!(std::pin::pin!(fut).poll(&mut cx).is_ready());
+        let fut = cork.poll(std::future::poll_fn(|cx| {
+            assert!(Pin::new(&mut s).poll_flush(cx).is_ready());
+            Poll::<()>::Pending
+        }));
+        assert!(std::pin::pin!(fut).poll(&mut cx).is_pending());
         assert_eq!((count(&sends), count(&sent)), (4, 1_500));
         // Nothing left: a round without writes asks for no further wake-up.
         assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+    }
+
+    /// Streams accepted one poll at a time (each poll `Ready`) are one round: their answers
+    /// wait until the connection has nothing more to hand over, then leave in one send.
+    #[test]
+    fn a_burst_of_accepted_streams_is_answered_in_one_send() {
+        let (sends, sent) = (Arc::default(), Arc::<AtomicUsize>::default());
+        let cork = Cork::default();
+        let mut s = cork.stream(Box::new(Socket {
+            pending: 0,
+            sends: Arc::clone(&sends),
+            sent: Arc::clone(&sent),
+        }));
+        let waker = Waker::from(Arc::new(Wakes::default()));
+        let mut cx = Context::from_waker(&waker);
+        for _ in 0..9 {
+            poll(&cork, &mut s, &mut cx, 1, true);
+        }
+        poll(&cork, &mut s, &mut cx, 1, false);
+        assert_eq!(
+            sends.load(Ordering::SeqCst),
+            0,
+            "sent before the round ended"
+        );
+        let fut = cork.poll(std::future::poll_fn(|cx| {
+            assert!(Pin::new(&mut s).poll_flush(cx).is_ready());
+            Poll::<()>::Pending
+        }));
+        assert!(std::pin::pin!(fut).poll(&mut cx).is_pending());
+        assert_eq!(
+            (sends.load(Ordering::SeqCst), sent.load(Ordering::SeqCst)),
+            (1, 1_000)
+        );
     }
 
     #[test]
