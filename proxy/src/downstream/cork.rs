@@ -292,94 +292,106 @@ mod tests {
         poll(cork, s, cx, n, false);
     }
 
+    /// A corked stream over a [`Socket`], with its counters and a waker that counts.
+    struct Rig {
+        cork: Cork,
+        s: Stream,
+        sends: Arc<AtomicUsize>,
+        sent: Arc<AtomicUsize>,
+        wakes: Arc<Wakes>,
+    }
+
+    impl Rig {
+        fn new() -> Rig {
+            let (sends, sent) = (Arc::<AtomicUsize>::default(), Arc::<AtomicUsize>::default());
+            let cork = Cork::default();
+            let s = cork.stream(Box::new(Socket {
+                pending: 0,
+                sends: Arc::clone(&sends),
+                sent: Arc::clone(&sent),
+            }));
+            Rig {
+                cork,
+                s,
+                sends,
+                sent,
+                wakes: Arc::default(),
+            }
+        }
+
+        /// (sends, bytes sent, wake-ups asked for).
+        fn counts(&self) -> (usize, usize, usize) {
+            let n = |c: &AtomicUsize| c.load(Ordering::SeqCst);
+            (n(&self.sends), n(&self.sent), n(&self.wakes.0))
+        }
+
+        /// Runs `f` with the stream and a context whose waker counts.
+        fn with<T>(&mut self, f: impl FnOnce(&Cork, &mut Stream, &mut Context<'_>) -> T) -> T {
+            let waker = Waker::from(self.wakes.clone());
+            f(&self.cork, &mut self.s, &mut Context::from_waker(&waker))
+        }
+
+        /// A round that only flushes (the codec's end of a poll with nothing new to write).
+        fn flush_round(&mut self) {
+            self.with(|cork, s, cx| {
+                let fut = cork.poll(std::future::poll_fn(|cx| {
+                    assert!(Pin::new(&mut *s).poll_flush(cx).is_ready());
+                    Poll::<()>::Pending
+                }));
+                assert!(std::pin::pin!(fut).poll(cx).is_pending());
+            });
+        }
+    }
+
     #[test]
     fn flushes_inside_a_round_become_one_send_in_the_next() {
-        let (sends, sent) = (Arc::default(), Arc::default());
-        let cork = Cork::default();
-        let mut s = cork.stream(Box::new(Socket {
-            pending: 0,
-            sends: Arc::clone(&sends),
-            sent: Arc::clone(&sent),
-        }));
-        let wakes = Arc::new(Wakes::default());
-        let waker = Waker::from(wakes.clone());
-        let mut cx = Context::from_waker(&waker);
-        let count = |c: &Arc<AtomicUsize>| c.load(Ordering::SeqCst);
+        let mut rig = Rig::new();
 
         // Outside the loop's polls (the handshake), every flush sends.
-        frames(&mut s, &mut cx, 2);
-        assert_eq!(count(&sends), 2);
+        rig.with(|_, s, cx| frames(s, cx, 2));
+        assert_eq!(rig.counts().0, 2);
 
         // Ten responses in one round: nothing sent yet, one wake-up asked for.
-        round(&cork, &mut s, &mut cx, 10);
-        assert_eq!((count(&sends), wakes.0.load(Ordering::SeqCst)), (2, 1));
+        rig.with(|cork, s, cx| round(cork, s, cx, 10));
+        assert_eq!((rig.counts().0, rig.counts().2), (2, 1));
 
         // The next round's first flush sends all ten (and the frame before it); what that
         // round writes after it waits for the round after.
-        round(&cork, &mut s, &mut cx, 3);
-        assert_eq!(count(&sends), 3);
-        assert_eq!(count(&sent), 200 + 1_100);
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        rig.with(|cork, s, cx| round(cork, s, cx, 3));
+        assert_eq!(rig.counts().0, 3);
+        assert_eq!(rig.counts().1, 200 + 1_100);
+        assert_eq!(rig.counts().2, 2);
 
         // A round that only flushes (the codec's end of poll) sends the rest.
-        let fut = cork.poll(std::future::poll_fn(|cx| {
-            assert!(Pin::new(&mut s).poll_flush(cx).is_ready());
-            Poll::<()>::Pending
-        }));
-        assert!(std::pin::pin!(fut).poll(&mut cx).is_pending());
-        assert_eq!((count(&sends), count(&sent)), (4, 1_500));
+        rig.flush_round();
+        assert_eq!((rig.counts().0, rig.counts().1), (4, 1_500));
         // Nothing left: a round without writes asks for no further wake-up.
-        assert_eq!(wakes.0.load(Ordering::SeqCst), 2);
+        assert_eq!(rig.counts().2, 2);
     }
 
     /// Streams accepted one poll at a time (each poll `Ready`) are one round: their answers
     /// wait until the connection has nothing more to hand over, then leave in one send.
     #[test]
     fn a_burst_of_accepted_streams_is_answered_in_one_send() {
-        let (sends, sent) = (Arc::default(), Arc::<AtomicUsize>::default());
-        let cork = Cork::default();
-        let mut s = cork.stream(Box::new(Socket {
-            pending: 0,
-            sends: Arc::clone(&sends),
-            sent: Arc::clone(&sent),
-        }));
-        let waker = Waker::from(Arc::new(Wakes::default()));
-        let mut cx = Context::from_waker(&waker);
-        for _ in 0..9 {
-            poll(&cork, &mut s, &mut cx, 1, true);
-        }
-        poll(&cork, &mut s, &mut cx, 1, false);
-        assert_eq!(
-            sends.load(Ordering::SeqCst),
-            0,
-            "sent before the round ended"
-        );
-        let fut = cork.poll(std::future::poll_fn(|cx| {
-            assert!(Pin::new(&mut s).poll_flush(cx).is_ready());
-            Poll::<()>::Pending
-        }));
-        assert!(std::pin::pin!(fut).poll(&mut cx).is_pending());
-        assert_eq!(
-            (sends.load(Ordering::SeqCst), sent.load(Ordering::SeqCst)),
-            (1, 1_000)
-        );
+        let mut rig = Rig::new();
+        rig.with(|cork, s, cx| {
+            for _ in 0..9 {
+                poll(cork, s, cx, 1, true);
+            }
+            poll(cork, s, cx, 1, false);
+        });
+        assert_eq!(rig.counts().0, 0, "sent before the round ended");
+        rig.flush_round();
+        assert_eq!((rig.counts().0, rig.counts().1), (1, 1_000));
     }
 
     #[test]
     fn a_deferred_flush_is_sent_before_shutdown() {
-        let (sends, sent) = (Arc::default(), Arc::<AtomicUsize>::default());
-        let cork = Cork::default();
-        let mut s = cork.stream(Box::new(Socket {
-            pending: 0,
-            sends: Arc::clone(&sends),
-            sent: Arc::clone(&sent),
-        }));
-        let waker = Waker::from(Arc::new(Wakes::default()));
-        let mut cx = Context::from_waker(&waker);
-        round(&cork, &mut s, &mut cx, 4);
-        assert_eq!(sends.load(Ordering::SeqCst), 0);
+        let mut rig = Rig::new();
+        rig.with(|cork, s, cx| round(cork, s, cx, 4));
+        assert_eq!(rig.counts().0, 0);
         // The GOAWAY path: the codec shuts the socket down outside the loop's polls.
-        assert!(Pin::new(&mut s).poll_shutdown(&mut cx).is_ready());
-        assert_eq!(sent.load(Ordering::SeqCst), 400);
+        rig.with(|_, s, cx| assert!(Pin::new(s).poll_shutdown(cx).is_ready()));
+        assert_eq!(rig.counts().1, 400);
     }
 }
