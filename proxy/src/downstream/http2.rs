@@ -249,11 +249,18 @@ pub(super) async fn serve(
 /// every hit waited a scheduler round before it was answered (h2 hits: 1.15–1.3× the
 /// throughput without one, p99 36–40 ms against 53–55 at 640 streams in flight;
 /// proxy/README.md, Measured over TLS).
+///
+/// A panic in that first poll ends only the stream, as it would in a task of its own (Tokio
+/// catches a task's panic), not the connection and its other streams.
 fn start_stream(mut work: Pin<Box<dyn Future<Output = ()> + Send>>) {
     let mut cx = Context::from_waker(Waker::noop());
-    if work.as_mut().poll(&mut cx).is_pending() {
+    let first =
+        std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| work.as_mut().poll(&mut cx)));
+    match first {
         // The spawned task polls it again with its own waker.
-        tokio::spawn(work);
+        Ok(std::task::Poll::Pending) => drop(tokio::spawn(work)),
+        Ok(std::task::Poll::Ready(())) => {}
+        Err(_) => tracing::error!("an h2 stream's handler panicked; the stream was dropped"),
     }
 }
 
