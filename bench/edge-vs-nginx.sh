@@ -3,6 +3,9 @@
 # original deployment (keys_zone, max_size=3g, worker_connections 2000, worker_rlimit_nofile),
 # in one run, on this machine, in front of the same origin, over the same warmed keys.
 # The proxy under test is pinned to one core, wrk to the other (taskset). 127.0.0.1 only.
+# Besides rate and p99, each proxy's CPU time per request (user + system of its processes
+# over the round): when the client is the bottleneck, rates come out equal and this still
+# tells the proxies apart.
 #
 #   bench/edge-vs-nginx.sh              # hit benchmark (identity and gzip) + miss path
 #   BODY=2400 bench/edge-vs-nginx.sh    # the same with a real five-review page (2.4 KB)
@@ -208,7 +211,8 @@ http {
 }
 CONF
 taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'daemon off;' &
-PIDS+=($!)
+NGINX_PID=$!
+PIDS+=($NGINX_PID)
 wait_port $NGINX_PORT
 
 # --- warm both caches with the same keys ---
@@ -295,9 +299,22 @@ print(f"{rps:.0f} {sum(lat) / len(lat):.3f} {pct(0.5):.3f} {pct(0.99):.3f} {bad}
 PY
 }
 
+# CPU time (clock ticks) a proxy has used so far: the edge process, or NGINX's master and
+# workers. Per request it tells what each proxy spends even when the client, which shares
+# the machine, is the bottleneck.
+ticks() { # $1 = edge|nginx
+    local pids=$EDGE_PID
+    [ "$1" = nginx ] && pids="$NGINX_PID $(pgrep -P "$NGINX_PID" | tr '\n' ' ')"
+    for p in $pids; do awk '{ print $14 + $15 }' "/proc/$p/stat"; done | awk '{ s += $1 } END { print s }'
+}
+HZ=$(getconf CLK_TCK)
+cpu_per_request() { # $1 ticks, $2 r/s: microseconds of proxy CPU per request
+    awk -v t="$1" -v r="$2" -v d="${DURATION%s}" -v hz="$HZ" 'BEGIN { printf "%.0f", t / hz * 1e6 / (r * d) }'
+}
+
 # The machine is shared: runs alternate edge/nginx ROUNDS times and the medians are compared.
 median() { tr ' ' '\n' | grep -v '^$' | sort -g | awk '{ a[NR] = $1 } END { print a[int((NR + 1) / 2)] }'; }
-printf '\n%-22s %-6s %-28s %-28s\n' scenario proxy 'req/s (each round)' 'p99 ms (each round)'
+printf '\n%-22s %-6s %-28s %-28s %s\n' scenario proxy 'req/s (each round)' 'p99 ms (each round)' 'CPU µs/req (each round)'
 SUMMARY=""
 SCENARIOS=("hit identity|wrk|" "hit gzip|wrk|Accept-Encoding: gzip" "miss (fill) identity|wrk|")
 [ "$TLS" = 1 ] && SCENARIOS=("https/1.1 hit, reuse|wrk|" "https/1.1 hit, new conn|wrk|Connection: close" "h2 hit|h2load|")
@@ -305,36 +322,40 @@ for scenario in "${SCENARIOS[@]}"; do
     IFS='|' read -r name tool header <<<"$scenario"
     [[ $name =~ ${ONLY:-.} ]] || continue
     script="$WORK/hits.lua"; [[ $name == miss* ]] && script="$WORK/misses.lua"
-    declare -A RPS=() P99=()
+    declare -A RPS=() P99=() CPU=()
     for _ in $(seq 1 "$ROUNDS"); do
         for proxy in edge nginx; do
             port=$EDGE_PORT; [ $proxy = nginx ] && port=$NGINX_PORT
             if [ "$TLS" = 1 ]; then
                 port=$EDGE_TLS_PORT; [ $proxy = nginx ] && port=$NGINX_TLS_PORT
             fi
+            before=$(ticks $proxy)
             if [ "$tool" = h2load ]; then
                 read -r rps _ _ p99 errs _ <<<"$(run_h2load "$port")"
             else
                 scheme=http; [ "$TLS" = 1 ] && scheme=https
                 read -r rps _ _ p99 errs _ <<<"$(run_wrk "$port" "$script" "$header" "$scheme")"
             fi
+            used=$(( $(ticks $proxy) - before ))
             [ "$errs" != 0 ] && echo "  $proxy: $errs non-2xx responses!" >&2
-            RPS[$proxy]+="$rps "; P99[$proxy]+="$p99 "
+            RPS[$proxy]+="$rps "; P99[$proxy]+="$p99 "; CPU[$proxy]+="$(cpu_per_request "$used" "$rps") "
         done
     done
     for proxy in edge nginx; do
-        printf '%-22s %-6s %-28s %-28s\n' "$name" "$proxy" "${RPS[$proxy]}" "${P99[$proxy]}"
+        printf '%-22s %-6s %-28s %-28s %s\n' "$name" "$proxy" "${RPS[$proxy]}" "${P99[$proxy]}" "${CPU[$proxy]}"
     done
     er=$(median <<<"${RPS[edge]}"); nr=$(median <<<"${RPS[nginx]}")
     ep=$(median <<<"${P99[edge]}"); np=$(median <<<"${P99[nginx]}")
-    SUMMARY+=$(printf '| %-20s | %8s | %8s | %5.2fx | %7s | %7s |' "$name" "$er" "$nr" \
-        "$(awk -v a="$er" -v b="$nr" 'BEGIN { print a / b }')" "$ep" "$np")$'\n'
+    ec=$(median <<<"${CPU[edge]}"); nc=$(median <<<"${CPU[nginx]}")
+    SUMMARY+=$(printf '| %-20s | %8s | %8s | %5.2fx | %7s | %7s | %6s | %6s |' "$name" "$er" "$nr" \
+        "$(awk -v a="$er" -v b="$nr" 'BEGIN { print a / b }')" "$ep" "$np" "$ec" "$nc")$'\n'
 done
 echo
 echo "load average before the table: $(cut -d' ' -f1-3 /proc/loadavg) (proxy and client share this 2-core machine)"
 echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys, list pages of $(curl -s "http://127.0.0.1:$ORIGIN_PORT/reviews?product_id=1" | wc -c) bytes:"
-echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms |"
-echo "|----------------------|----------|-----------|-------|-------------|--------------|"
+echo "(µs/req: the proxy's CPU time per request, its process's user + system time over the round)"
+echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms | edge µs/req | nginx µs/req |"
+echo "|----------------------|----------|-----------|-------|-------------|--------------|-------------|--------------|"
 printf '%s' "$SUMMARY"
 if [ -s "$WORK/nginx/logs/error.log" ]; then
     echo "NGINX error log (last lines):"

@@ -461,6 +461,21 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("spdy/3"), "{e}");
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}session_cache = 5000000\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("listen.tls.session_cache") && e.contains("5000000"),
+            "{e}"
+        );
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}session_cache = -1\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("session_cache"), "{e}");
+        let e = EdgeConfig::from_toml(&format!("{server}{tls}session_tickets = 9\n"))
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("listen.tls.session_tickets"), "{e}");
         let e = EdgeConfig::from_toml(&format!("{server}[h2]\nmax_concurrent_streams = 0\n"))
             .unwrap_err()
             .to_string();
@@ -476,6 +491,8 @@ mod tests {
         );
         let c = EdgeConfig::from_toml(&format!("{server}{tls}")).unwrap();
         assert_eq!(c.listen.tls[0].alpn, vec![Alpn::H2, Alpn::Http11]);
+        assert_eq!(c.listen.tls[0].session_cache, 32_768);
+        assert_eq!(c.listen.tls[0].session_tickets, 1);
     }
 
     #[test]

@@ -25,6 +25,7 @@ mod hit;
 mod http2;
 mod miss;
 mod miss_h2;
+mod sessions;
 pub mod tls;
 
 use std::sync::Arc;

@@ -17,14 +17,11 @@ use rustls::ServerConfig;
 use rustls::crypto::CryptoProvider;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
-use rustls::server::ServerSessionMemoryCache;
+use rustls::server::NoServerSessionStorage;
 use tokio::sync::Semaphore;
 
+use super::sessions::SessionStore;
 use crate::config::{TlsListenerConfig, TlsVersion};
-
-/// TLS sessions remembered for resumption per listener (NGINX's `ssl_session_cache
-/// shared:SSL:10m` holds about 40,000).
-const SESSION_CACHE: usize = 32_768;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
@@ -149,7 +146,17 @@ pub fn server_config(c: &TlsListenerConfig) -> Result<ServerConfig, TlsError> {
             reason: e.to_string(),
         })?;
     config.alpn_protocols = c.alpn.iter().map(|a| a.wire().to_vec()).collect();
-    config.session_storage = ServerSessionMemoryCache::new(SESSION_CACHE);
+    // Tickets are entries of the session store (no ticket key to encrypt sessions with, so
+    // no key to rotate or share): without a store there is nothing to hand out.
+    config.send_tls13_tickets = if c.session_cache == 0 {
+        0
+    } else {
+        usize::from(c.session_tickets)
+    };
+    config.session_storage = match c.session_cache {
+        0 => Arc::new(NoServerSessionStorage {}),
+        n => Arc::new(SessionStore::new(n as usize)),
+    };
     Ok(config)
 }
 

@@ -78,6 +78,8 @@ pub fn listener(issued: &Issued) -> TlsListenerConfig {
         key: issued.key.clone(),
         min_version: TlsVersion::Tls12,
         alpn: vec![Alpn::H2, Alpn::Http11],
+        session_cache: 32_768,
+        session_tickets: 1,
     }
 }
 
@@ -829,6 +831,98 @@ async fn a_returning_client_resumes_its_tls_session_on_either_version() {
             assert_eq!(status, "HTTP/1.1 200 OK");
             assert_eq!(kind, Some(rustls::HandshakeKind::Resumed), "{version:?}");
         }
+    }
+}
+
+/// `session_cache` bounds the sessions an HTTPS listener remembers, the oldest dropped
+/// first; 0 turns resumption off. Clients that each hold a session of their own (distinct
+/// stores) show which sessions are still there.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn the_session_cache_keeps_the_newest_sessions_and_zero_keeps_none() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let issued = pki.issue("leaf", false);
+    for version in [&rustls::version::TLS13, &rustls::version::TLS12] {
+        let mut small = listener(&issued);
+        // Each handshake stores one session (a TLS 1.3 ticket, a TLS 1.2 session id): the
+        // last four clients' are kept.
+        small.session_cache = 4;
+        let edge = TestEdge::start(tls_config(&origin, small, ""));
+        let addr = edge.edge().tls[0];
+        let clients: Vec<_> = (0..5).map(|_| rustls_client(&pki, version)).collect();
+        for c in &clients {
+            let (status, kind) = get_on_new_connection(c, addr, "/t/sessions").await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full));
+        }
+        // The newest client resumes; the oldest one's session was dropped.
+        let (_, newest) = get_on_new_connection(&clients[4], addr, "/t/sessions").await;
+        assert_eq!(newest, Some(rustls::HandshakeKind::Resumed), "{version:?}");
+        let (_, oldest) = get_on_new_connection(&clients[0], addr, "/t/sessions").await;
+        assert_eq!(oldest, Some(rustls::HandshakeKind::Full), "{version:?}");
+
+        let mut none = listener(&issued);
+        none.session_cache = 0;
+        let edge = TestEdge::start(tls_config(&origin, none, ""));
+        let addr = edge.edge().tls[0];
+        let client = rustls_client(&pki, version);
+        for _ in 0..3 {
+            let (status, kind) = get_on_new_connection(&client, addr, "/t/sessions").await;
+            assert_eq!(status, "HTTP/1.1 200 OK");
+            assert_eq!(kind, Some(rustls::HandshakeKind::Full), "{version:?}");
+        }
+    }
+}
+
+/// A TLS 1.3 connection opened on top of the client's only handshake: the handshake is done
+/// (its kind known) but the tickets sent after it are not read.
+async fn open_held(
+    config: &Arc<rustls::ClientConfig>,
+    addr: SocketAddr,
+) -> (
+    tokio_rustls::client::TlsStream<tokio::net::TcpStream>,
+    Option<rustls::HandshakeKind>,
+) {
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("edge.test").unwrap();
+    let tls = tokio_rustls::TlsConnector::from(config.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    (tls, kind)
+}
+
+/// `session_tickets`: the TLS 1.3 tickets a handshake hands out, each resuming one later
+/// connection. With one, a client that opens two connections at once resumes one of them;
+/// with two, both.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn session_tickets_is_how_many_connections_a_client_can_resume_at_once() {
+    let origin = Origin::start("a");
+    let pki = Pki::new();
+    let issued = pki.issue("leaf", false);
+    for tickets in [1u8, 2] {
+        let mut l = listener(&issued);
+        l.session_tickets = tickets;
+        let edge = TestEdge::start(tls_config(&origin, l, ""));
+        let addr = edge.edge().tls[0];
+        let client = rustls_client(&pki, &rustls::version::TLS13);
+        let (_, first) = get_on_new_connection(&client, addr, "/t/tickets").await;
+        assert_eq!(first, Some(rustls::HandshakeKind::Full));
+        // Both open before either has read the tickets its own handshake brings.
+        let (_a, a) = open_held(&client, addr).await;
+        let (_b, b) = open_held(&client, addr).await;
+        assert_eq!(
+            a,
+            Some(rustls::HandshakeKind::Resumed),
+            "tickets = {tickets}"
+        );
+        let expected = if tickets == 2 {
+            rustls::HandshakeKind::Resumed
+        } else {
+            rustls::HandshakeKind::Full
+        };
+        assert_eq!(b, Some(expected), "tickets = {tickets}");
     }
 }
 
