@@ -19,6 +19,9 @@
 # CLIENT_CPU (1) BIN (a folder with prebuilt `edge` and `bench_origin` examples, for
 # side-by-side runs of two builds; default: build them here) BODY (1300: bytes of a list page) RSS_MAX (512MiB) RSS_BODY (BODY)
 # RSS_DURATION (60s) ONLY (a regex: run the scenarios whose name matches) H2_STREAMS (10: concurrent streams per h2load connection)
+# PROXY_QUOTA (unset; a percentage of one core, root only): each proxy gets that CPU time and
+# no more (a CPU cgroup each, 5 ms periods), so the proxy and not the client is the bottleneck
+# even where the client's own work per request is heavy (a TLS handshake per request).
 # TLS: both proxies get the same ECDSA P-256 certificate (made here with the openssl command
 # line tool), TLS 1.2 and 1.3; NGINX with ssl_session_cache shared:SSL:10m as an operator
 # would set it.
@@ -46,14 +49,38 @@ H2_STREAMS=${H2_STREAMS:-10}
 WORK=$(mktemp -d /tmp/edge-bench.XXXXXX)
 PIDS=()
 
+CGROUPS=()
 cleanup() {
     for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
+    for g in "${CGROUPS[@]}"; do rmdir "$g" 2>/dev/null || true; done
     rm -rf "$WORK"
 }
 trap cleanup EXIT
 
 need() { command -v "$1" >/dev/null 2>&1; }
+
+# PROXY_QUOTA: a CPU cgroup per proxy (v2, else v1's cpu controller), `$1` its name, the
+# processes given after it moved in.
+cap_cpu() {
+    [ -n "${PROXY_QUOTA:-}" ] || return 0
+    local name=$1 g quota=$(( PROXY_QUOTA * 50 ))
+    shift
+    if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
+        g=/sys/fs/cgroup/edge-bench-$$-$name
+        mkdir "$g" && echo "$quota 5000" >"$g/cpu.max"
+    else
+        g=/sys/fs/cgroup/cpu/edge-bench-$$-$name
+        mkdir "$g" && echo 5000 >"$g/cpu.cfs_period_us" && echo "$quota" >"$g/cpu.cfs_quota_us"
+    fi
+    CGROUPS+=("$g")
+    for p in "$@"; do echo "$p" >"$g/cgroup.procs"; done
+}
+if [ -n "${PROXY_QUOTA:-}" ] && { [ "$(id -u)" != 0 ] || ! [[ $PROXY_QUOTA =~ ^[0-9]+$ ]] ||
+    [ "$PROXY_QUOTA" -lt 20 ] || [ "$PROXY_QUOTA" -gt 100 ]; }; then
+    echo "PROXY_QUOTA needs root and a whole percentage from 20 to 100 (got '$PROXY_QUOTA')" >&2
+    exit 1
+fi
 for port in $ORIGIN_PORT $EDGE_PORT $EDGE_ADMIN $NGINX_PORT $EDGE_TLS_PORT $NGINX_TLS_PORT; do
     if (echo >"/dev/tcp/127.0.0.1/$port") 2>/dev/null; then
         echo "port $port is already in use; set ORIGIN_PORT/EDGE_PORT/EDGE_ADMIN/NGINX_PORT" >&2
@@ -214,6 +241,8 @@ taskset -c "$PROXY_CPU" nginx -p "$WORK/nginx" -c "$WORK/nginx/nginx.conf" -g 'd
 NGINX_PID=$!
 PIDS+=($NGINX_PID)
 wait_port $NGINX_PORT
+cap_cpu edge "$EDGE_PID"
+cap_cpu nginx "$NGINX_PID" $(pgrep -P "$NGINX_PID")
 
 # --- warm both caches with the same keys ---
 warm() { # $1 = port
@@ -352,6 +381,7 @@ for scenario in "${SCENARIOS[@]}"; do
 done
 echo
 echo "load average before the table: $(cut -d' ' -f1-3 /proc/loadavg) (proxy and client share this 2-core machine)"
+[ -n "${PROXY_QUOTA:-}" ] && echo "each proxy limited to ${PROXY_QUOTA}% of one core (PROXY_QUOTA)"
 echo "Medians of $ROUNDS rounds of $DURATION, $CONNS connections, $KEYS keys, list pages of $(curl -s "http://127.0.0.1:$ORIGIN_PORT/reviews?product_id=1" | wc -c) bytes:"
 echo "(µs/req: the proxy's CPU time per request, its process's user + system time over the round)"
 echo "| scenario             | edge r/s | nginx r/s | ratio | edge p99 ms | nginx p99 ms | edge µs/req | nginx µs/req |"
