@@ -68,6 +68,8 @@ cap_cpu() {
     shift
     if [ -f /sys/fs/cgroup/cgroup.controllers ]; then
         g=/sys/fs/cgroup/edge-bench-$$-$name
+        grep -qw cpu /sys/fs/cgroup/cgroup.subtree_control ||
+            echo +cpu >/sys/fs/cgroup/cgroup.subtree_control
         mkdir "$g" && echo "$quota 5000" >"$g/cpu.max"
     else
         g=/sys/fs/cgroup/cpu/edge-bench-$$-$name
