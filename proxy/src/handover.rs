@@ -15,6 +15,10 @@
 //! A snapshot is taken as the old one's only when the pid it names is the edge in the pid
 //! file: a leftover file from an earlier reload is never loaded. Without `--reload` (the
 //! manual `--upgrade` + SIGQUIT) the new process finds no snapshot and starts cold.
+//!
+//! The HTTPS listeners' TLS sessions go the same way, in their own file written before the
+//! snapshot (`<upgrade_sock>.tls`, see `downstream/session_file.rs`): returning clients keep
+//! resuming across a reload instead of all making full handshakes at once.
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -28,6 +32,7 @@ use pingora_core::services::background::BackgroundService;
 
 use crate::cache::{Cache, snapshot};
 use crate::config::EdgeConfig;
+use crate::downstream::session_file::{self, Stores};
 
 /// The handover snapshot and the purge journal, beside the upgrade socket.
 pub fn paths(config: &EdgeConfig) -> (PathBuf, PathBuf) {
@@ -38,14 +43,33 @@ pub fn paths(config: &EdgeConfig) -> (PathBuf, PathBuf) {
     )
 }
 
+/// The file of TLS sessions handed over, beside the upgrade socket.
+pub fn sessions_path(config: &EdgeConfig) -> PathBuf {
+    PathBuf::from(format!("{}.tls", config.shutdown.upgrade_sock))
+}
+
 /// The old process's side: on SIGUSR1, journal purges and write the snapshot.
 pub struct OnRequest {
     pub cache: Arc<Cache>,
     pub config: Arc<EdgeConfig>,
+    /// The HTTPS listeners' session stores.
+    pub sessions: Stores,
 }
 
 impl OnRequest {
     async fn hand_over(&self) {
+        // Before the snapshot, whose appearance the reloader waits for: by then this file is
+        // complete too. A few hundred bytes per session; written inline.
+        if !self.sessions.is_empty() {
+            let path = sessions_path(&self.config);
+            match session_file::write(&path, &self.sessions) {
+                Ok(n) => tracing::info!(sessions = n, "TLS sessions written for the new edge"),
+                Err(e) => {
+                    tracing::warn!(error = %e, path = %path.display(), "cannot write the TLS sessions for the new edge: its clients make full handshakes");
+                    let _ = std::fs::remove_file(&path);
+                }
+            }
+        }
         let (snapshot_path, journal_path) = paths(&self.config);
         // Journal first: a purge made while the snapshot is written must reach the new
         // process whether or not its entry made it into the file.
@@ -91,15 +115,16 @@ impl BackgroundService for OnRequest {
     }
 }
 
-/// The new process's side, before it takes the listeners: loads the old process's snapshot
-/// and follows its purges until it exits. Returns the old process's pid when it took over.
-pub fn take_over(cache: &Arc<Cache>, config: &EdgeConfig) -> Option<Pid> {
+/// The new process's side, before it takes the listeners: loads the old process's TLS
+/// sessions and snapshot and follows its purges until it exits. Returns the old process's
+/// pid when it took over.
+pub fn take_over(cache: &Arc<Cache>, config: &EdgeConfig, sessions: &Stores) -> Option<Pid> {
     let (snapshot_path, journal_path) = paths(config);
     let running = std::fs::read_to_string(&config.shutdown.pid_file)
-        .ok()?
-        .trim()
-        .parse::<i32>()
-        .ok()?;
+        .ok()
+        .and_then(|pid| pid.trim().parse::<i32>().ok());
+    take_sessions(config, sessions, running);
+    let running = running?;
     if !snapshot_path.exists() {
         tracing::info!("no cache from the running edge (reload without --reload?): starting cold");
         return None;
@@ -147,6 +172,34 @@ pub fn take_over(cache: &Arc<Cache>, config: &EdgeConfig) -> Option<Pid> {
     Some(old)
 }
 
+/// Loads the TLS sessions the running edge (`running`) wrote for this process, then deletes
+/// the file (it holds resumption secrets), whoever wrote it.
+fn take_sessions(config: &EdgeConfig, sessions: &Stores, running: Option<i32>) {
+    let path = sessions_path(config);
+    if !path.exists() {
+        return;
+    }
+    let handed = session_file::read(&path);
+    let _ = std::fs::remove_file(&path);
+    match handed {
+        Ok(h) if running.is_some_and(|r| h.writer_pid as i32 == r) => {
+            let n = session_file::import(h, sessions);
+            tracing::info!(sessions = n, "took over the running edge's TLS sessions");
+        }
+        Ok(h) => tracing::warn!(
+            writer = h.writer_pid,
+            ?running,
+            "the TLS session file is not the running edge's: not loaded"
+        ),
+        Err(e) => tracing::warn!(error = %e, "ignoring the TLS session file"),
+    }
+}
+
+/// Deletes TLS sessions left by an earlier reload whose new process never read them.
+pub fn remove_stale_sessions(config: &EdgeConfig) {
+    let _ = std::fs::remove_file(sessions_path(config));
+}
+
 /// Applies the old process's purges every 100 ms (lookups apply them too) until it exits,
 /// then removes the journal and the snapshot.
 fn follow(cache: Arc<Cache>, old: Pid, snapshot_path: PathBuf, journal_path: PathBuf) {
@@ -177,6 +230,7 @@ fn follow(cache: Arc<Cache>, old: Pid, snapshot_path: PathBuf, journal_path: Pat
 pub fn request_snapshot(old: Pid, config: &EdgeConfig, timeout: Duration) -> bool {
     let (snapshot_path, _) = paths(config);
     let _ = std::fs::remove_file(&snapshot_path);
+    remove_stale_sessions(config);
     if let Err(e) = kill(old, Signal::SIGUSR1) {
         tracing::warn!(error = %e, "cannot ask the running edge for its cache");
         return false;
@@ -193,4 +247,45 @@ fn wait_for(path: &Path, timeout: Duration) -> bool {
         std::thread::sleep(Duration::from_millis(20));
     }
     true
+}
+
+#[cfg(test)]
+mod tests {
+    use rustls::server::StoresServerSessions;
+
+    use super::*;
+
+    fn stores(addr: &str) -> Stores {
+        vec![(
+            addr.parse().unwrap(),
+            Arc::new(crate::downstream::session_file::new_store(8)),
+        )]
+    }
+
+    /// Sessions are loaded only from the running edge's file, and the file (resumption
+    /// secrets) is deleted whether it was loaded or not.
+    #[test]
+    fn tls_sessions_load_only_from_the_running_edge_and_never_stay_on_disk() {
+        let dir = tempfile::tempdir().unwrap();
+        let mut config = EdgeConfig::default();
+        config.shutdown.upgrade_sock = dir.path().join("up.sock").display().to_string();
+        let old = stores("127.0.0.1:8443");
+        old[0].1.put(vec![1; 32], vec![2; 100]);
+        let me = std::process::id() as i32;
+
+        session_file::write(&sessions_path(&config), &old).unwrap();
+        let new = stores("127.0.0.1:8443");
+        take_sessions(&config, &new, Some(me + 1));
+        assert!(new[0].1.export().is_empty(), "another edge's file");
+        assert!(!sessions_path(&config).exists());
+
+        session_file::write(&sessions_path(&config), &old).unwrap();
+        take_sessions(&config, &new, Some(me));
+        assert_eq!(new[0].1.export(), vec![(vec![1; 32], vec![2; 100])]);
+        assert!(!sessions_path(&config).exists());
+
+        std::fs::write(sessions_path(&config), b"garbage").unwrap();
+        take_sessions(&config, &new, Some(me));
+        assert!(!sessions_path(&config).exists());
+    }
 }

@@ -328,6 +328,7 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     // Certificates are read from disk by each process, so a reload serves renewed ones; and
     // before an upgrade takes the listeners, so a bad file leaves the running edge serving.
     let tls = crate::downstream::tls::endpoints(&config.listen.tls)?;
+    let sessions = crate::downstream::tls::session_stores(&tls);
     metrics::init();
     let opt = Opt {
         upgrade,
@@ -372,8 +373,9 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
     // The cache is filled before the listeners are taken (an upgrade's bootstrap receives
     // them): the edge never serves from a cold cache it could have had warm.
     if upgrade {
-        handover::take_over(&cache, config);
+        handover::take_over(&cache, config, &sessions);
     } else {
+        handover::remove_stale_sessions(config);
         load_cache(&cache, config);
     }
     server.bootstrap();
@@ -412,6 +414,7 @@ fn build(config: &EdgeConfig, upgrade: bool) -> anyhow::Result<(Server, Parts)> 
         handover::OnRequest {
             cache: cache.clone(),
             config: shared.clone(),
+            sessions,
         },
     ));
 

@@ -108,6 +108,100 @@ async fn check_reports_missing_mismatched_and_expired_certificates() {
     );
 }
 
+/// `reviews proxy --reload`, then waits for the old edge to exit. Returns the new one.
+async fn reload(s: &Stack, old: crate::helpers::Proc) -> PidGuard {
+    let reload = Command::new(env!("CARGO_BIN_EXE_reviews"))
+        .args(["proxy", "--config", &s.config(), "--reload"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(s.path("edge-new.log")).unwrap())
+        .stderr(std::fs::File::create(s.path("edge-new.err")).unwrap())
+        .status()
+        .unwrap();
+    assert!(reload.success(), "reviews proxy --reload failed: {reload}");
+    let new = PidGuard(s.pid_in_file());
+    let mut old = old;
+    let status = tokio::task::spawn_blocking(move || old.0.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "the old edge exited with {status}");
+    new
+}
+
+/// One request on a new TLS connection of `client` (read to the end, so a TLS 1.3 client has
+/// its tickets), and how its handshake went.
+async fn handshake_kind(
+    client: &Arc<rustls::ClientConfig>,
+    addr: std::net::SocketAddr,
+) -> Option<rustls::HandshakeKind> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let tcp = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let name = rustls::pki_types::ServerName::try_from("edge.test").unwrap();
+    let mut tls = tokio_rustls::TlsConnector::from(client.clone())
+        .connect(name, tcp)
+        .await
+        .unwrap();
+    let kind = tls.get_ref().1.handshake_kind();
+    tls.write_all(
+        b"GET /reviews?product_id=1 HTTP/1.1\r\nHost: edge.test\r\nConnection: close\r\n\r\n",
+    )
+    .await
+    .unwrap();
+    let mut response = Vec::new();
+    let _ = tls.read_to_end(&mut response).await;
+    assert!(
+        response.starts_with(b"HTTP/1.1 200 "),
+        "{}",
+        String::from_utf8_lossy(&response)
+    );
+    kind
+}
+
+/// A reload hands the listeners' TLS sessions to the new process: clients holding a session
+/// (a TLS 1.3 ticket, a TLS 1.2 session id) resume it there, where a restart would have
+/// made every one of them do a full handshake at once.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reload_hands_the_tls_sessions_over_so_returning_clients_resume() {
+    let s = Stack::start().await;
+    let ca = Ca::new();
+    let tls_addr = add_tls_listener(&s);
+    ca.issue(&s.path("edge.crt"), &s.path("edge.key"), false);
+    let old = s.edge("edge-old.log");
+    s.ready().await;
+
+    let clients = [&rustls::version::TLS13, &rustls::version::TLS12].map(|version| {
+        let mut roots = rustls::RootCertStore::empty();
+        roots.add(ca.cert.der().clone()).unwrap();
+        Arc::new(
+            rustls::ClientConfig::builder_with_provider(Arc::new(
+                rustls::crypto::ring::default_provider(),
+            ))
+            .with_protocol_versions(&[version])
+            .unwrap()
+            .with_root_certificates(roots)
+            .with_no_client_auth(),
+        )
+    });
+    for c in &clients {
+        assert_eq!(
+            handshake_kind(c, tls_addr).await,
+            Some(rustls::HandshakeKind::Full)
+        );
+    }
+    let _new = reload(&s, old).await;
+    for (c, version) in clients.iter().zip(["1.3", "1.2"]) {
+        assert_eq!(
+            handshake_kind(c, tls_addr).await,
+            Some(rustls::HandshakeKind::Resumed),
+            "TLS {version} after the reload"
+        );
+    }
+    assert!(
+        !Path::new(&format!("{}.tls", s.path("upgrade.sock").display())).exists(),
+        "the file of sessions is deleted once read"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reload_serves_a_renewed_certificate_without_failing_a_request() {
     let s = Stack::start().await;
@@ -172,21 +266,7 @@ async fn a_reload_serves_a_renewed_certificate_without_failing_a_request() {
 
     // The renewal: new key, new certificate, same paths.
     let new_der = ca.issue(&s.path("edge.crt"), &s.path("edge.key"), false);
-    let reload = Command::new(env!("CARGO_BIN_EXE_reviews"))
-        .args(["proxy", "--config", &s.config(), "--reload"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(s.path("edge-new.log")).unwrap())
-        .stderr(std::fs::File::create(s.path("edge-new.err")).unwrap())
-        .status()
-        .unwrap();
-    assert!(reload.success(), "reviews proxy --reload failed: {reload}");
-    let _new = PidGuard(s.pid_in_file());
-    let mut old = old;
-    let status = tokio::task::spawn_blocking(move || old.0.wait())
-        .await
-        .unwrap()
-        .unwrap();
-    assert!(status.success(), "the old edge exited with {status}");
+    let _new = reload(&s, old).await;
     let after = ok.load(Ordering::Relaxed);
     wait_until(
         "requests through the new edge",

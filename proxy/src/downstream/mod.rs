@@ -25,6 +25,7 @@ mod hit;
 mod http2;
 mod miss;
 mod miss_h2;
+pub mod session_file;
 mod sessions;
 pub mod tls;
 

@@ -63,6 +63,27 @@ impl SessionStore {
     fn len(&self) -> usize {
         self.sessions().stored.len()
     }
+
+    /// The live sessions, oldest first: what a reload hands to the new process.
+    pub fn export(&self) -> Vec<(Vec<u8>, Vec<u8>)> {
+        let s = self.sessions();
+        s.order
+            .iter()
+            .filter_map(|(key, seq)| {
+                let stored = s.stored.get(key).filter(|v| v.seq == *seq)?;
+                Some((key.clone(), stored.value.clone()))
+            })
+            .collect()
+    }
+
+    /// Stores sessions handed over by the old process, oldest first: they keep their order,
+    /// and the bound applies (a smaller `session_cache` keeps the newest).
+    pub fn import(&self, sessions: impl IntoIterator<Item = (Vec<u8>, Vec<u8>)>) {
+        let mut s = self.sessions();
+        for (key, value) in sessions {
+            s.put(key, value);
+        }
+    }
 }
 
 impl Sessions {
@@ -185,6 +206,31 @@ mod tests {
         // Now key 1's newer place has gone too.
         assert_eq!(s.get(&key(1)), None);
         assert_eq!(s.len(), 3);
+    }
+
+    #[test]
+    fn export_is_the_live_sessions_oldest_first_and_import_keeps_the_newest_that_fit() {
+        let s = SessionStore::new(4);
+        for i in 0..6 {
+            s.put(key(i), vec![i as u8]);
+        }
+        s.take(&key(3));
+        s.put(key(4), b"again".to_vec());
+        let exported = s.export();
+        let keys: Vec<_> = exported.iter().map(|(k, _)| k.clone()).collect();
+        assert_eq!(
+            keys,
+            vec![key(5), key(4)],
+            "2 went, 3 was taken, 4 moved to the end"
+        );
+        assert_eq!(exported[1].1, b"again".to_vec());
+
+        let bigger = SessionStore::new(8);
+        bigger.import(exported.clone());
+        assert_eq!(bigger.export(), exported);
+        let smaller = SessionStore::new(1);
+        smaller.import(exported);
+        assert_eq!(smaller.export(), vec![(key(4), b"again".to_vec())]);
     }
 
     #[test]

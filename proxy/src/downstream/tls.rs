@@ -20,6 +20,7 @@ use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::NoServerSessionStorage;
 use tokio::sync::Semaphore;
 
+use super::session_file::Stores;
 use super::sessions::SessionStore;
 use crate::config::{TlsListenerConfig, TlsVersion};
 
@@ -82,6 +83,8 @@ impl Turns {
 pub struct TlsEndpoint {
     pub address: SocketAddr,
     pub acceptor: Acceptor,
+    /// Its TLS sessions (none with `session_cache = 0`), handed over at a reload.
+    pub sessions: Option<Arc<SessionStore>>,
 }
 
 fn provider() -> Arc<CryptoProvider> {
@@ -122,8 +125,11 @@ fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
     })
 }
 
-/// The rustls config of one listener: its certificate and key, protocol versions and ALPN.
-pub fn server_config(c: &TlsListenerConfig) -> Result<ServerConfig, TlsError> {
+/// The rustls config of one listener: its certificate and key, protocol versions, ALPN and
+/// session store.
+fn server_config(
+    c: &TlsListenerConfig,
+) -> Result<(ServerConfig, Option<Arc<SessionStore>>), TlsError> {
     let chain = load_chain(&c.cert)?;
     let key = load_key(&c.key)?;
     let versions: &[&'static rustls::SupportedProtocolVersion] = match c.min_version {
@@ -153,11 +159,13 @@ pub fn server_config(c: &TlsListenerConfig) -> Result<ServerConfig, TlsError> {
     } else {
         usize::from(c.session_tickets)
     };
-    config.session_storage = match c.session_cache {
-        0 => Arc::new(NoServerSessionStorage {}),
-        n => Arc::new(SessionStore::new(n as usize)),
+    let sessions =
+        (c.session_cache > 0).then(|| Arc::new(SessionStore::new(c.session_cache as usize)));
+    config.session_storage = match &sessions {
+        Some(store) => store.clone(),
+        None => Arc::new(NoServerSessionStorage {}),
     };
-    Ok(config)
+    Ok((config, sessions))
 }
 
 /// Every `[[listen.tls]]` listener, built from the files on disk now.
@@ -165,9 +173,11 @@ pub fn endpoints(listeners: &[TlsListenerConfig]) -> Result<Vec<TlsEndpoint>, Tl
     listeners
         .iter()
         .map(|c| {
+            let (config, sessions) = server_config(c)?;
             Ok(TlsEndpoint {
                 address: c.address,
-                acceptor: Acceptor::from_server_config(Arc::new(server_config(c)?)),
+                acceptor: Acceptor::from_server_config(Arc::new(config)),
+                sessions,
             })
         })
         .collect()
@@ -199,4 +209,12 @@ pub fn check(c: &TlsListenerConfig) -> Result<Vec<String>, TlsError> {
         ));
     }
     Ok(warnings)
+}
+
+/// The session stores of `endpoints`, by configured address, for the handover at a reload.
+pub fn session_stores(endpoints: &[TlsEndpoint]) -> Stores {
+    endpoints
+        .iter()
+        .filter_map(|e| Some((e.address, e.sessions.clone()?)))
+        .collect()
 }
