@@ -59,15 +59,18 @@ pub struct OnRequest {
 impl OnRequest {
     async fn hand_over(&self) {
         // Before the snapshot, whose appearance the reloader waits for: by then this file is
-        // complete too. A few hundred bytes per session; written inline.
+        // complete too. A few hundred bytes per session (about 10 MB at the default 32,768).
         if !self.sessions.is_empty() {
             let path = sessions_path(&self.config);
-            match session_file::write(&path, &self.sessions) {
-                Ok(n) => tracing::info!(sessions = n, "TLS sessions written for the new edge"),
-                Err(e) => {
-                    tracing::warn!(error = %e, path = %path.display(), "cannot write the TLS sessions for the new edge: its clients make full handshakes");
-                    let _ = std::fs::remove_file(&path);
+            let sessions = self.sessions.clone();
+            let written =
+                tokio::task::spawn_blocking(move || session_file::write(&path, &sessions)).await;
+            match written {
+                Ok(Ok(n)) => tracing::info!(sessions = n, "TLS sessions written for the new edge"),
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "cannot write the TLS sessions for the new edge: its clients make full handshakes")
                 }
+                Err(e) => tracing::warn!(error = %e, "the TLS session writer panicked"),
             }
         }
         let (snapshot_path, journal_path) = paths(&self.config);

@@ -51,12 +51,24 @@ pub fn write(path: &Path, stores: &Stores) -> io::Result<usize> {
         "{}.tmp",
         path.file_name().unwrap_or_default().to_string_lossy()
     ));
+    // A new file, so the mode below is the one it gets (an existing file keeps its own).
+    let _ = std::fs::remove_file(&tmp);
     let file = std::fs::OpenOptions::new()
         .write(true)
-        .create(true)
-        .truncate(true)
+        .create_new(true)
         .mode(0o600)
         .open(&tmp)?;
+    let written = write_to(file, stores).and_then(|n| {
+        std::fs::rename(&tmp, path)?;
+        Ok(n)
+    });
+    if written.is_err() {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    written
+}
+
+fn write_to(file: std::fs::File, stores: &Stores) -> io::Result<usize> {
     let mut out = BufWriter::new(file);
     out.write_all(MAGIC)?;
     out.write_all(&std::process::id().to_le_bytes())?;
@@ -81,8 +93,9 @@ pub fn write(path: &Path, stores: &Stores) -> io::Result<usize> {
             written += 1;
         }
     }
-    out.into_inner().map_err(|e| e.into_error())?.sync_all()?;
-    std::fs::rename(&tmp, path)?;
+    // No fsync: the new process reads the file moments later, and after a crash it is
+    // worthless anyway.
+    out.flush()?;
     Ok(written)
 }
 
@@ -195,7 +208,13 @@ mod tests {
         }
         let (k, v) = session(9);
         old[1].1.put(k, v);
+        // A leftover temporary file readable by all does not lend the new file its mode.
+        let tmp = dir.path().join("edge.sock.tls.tmp");
+        std::fs::write(&tmp, b"left over").unwrap();
+        std::fs::set_permissions(&tmp, std::os::unix::fs::PermissionsExt::from_mode(0o644))
+            .unwrap();
         assert_eq!(write(&path, &old).unwrap(), 4);
+        assert!(!tmp.exists());
         let mode = std::fs::metadata(&path).unwrap().permissions();
         assert_eq!(
             std::os::unix::fs::PermissionsExt::mode(&mode) & 0o777,
