@@ -261,7 +261,7 @@ mod tests {
     fn stores(addr: &str) -> Stores {
         vec![(
             addr.parse().unwrap(),
-            Arc::new(crate::downstream::session_file::new_store(8)),
+            Arc::new(crate::downstream::sessions::SessionStore::new(8)),
         )]
     }
 

@@ -26,6 +26,7 @@ pub(crate) mod proxy;
 pub(crate) mod refresh;
 mod server;
 pub(crate) mod upstream;
+pub(crate) mod wire;
 
 pub use config::{EdgeConfig, RouteRule, Upstream};
 /// Loading and checking the HTTPS listeners' certificates (`--check` uses it; so do tests).

@@ -25,6 +25,17 @@ pub fn free_addrs<const N: usize>() -> [SocketAddr; N] {
     std::array::from_fn(|i| held[i].local_addr().unwrap())
 }
 
+/// `reviews proxy --config <config> --reload` (the unit's `ExecReload=`), its output to
+/// `log` and `log` with the extension `err`; the caller adds what it needs and runs it.
+pub fn reload_command(config: &str, log: &Path) -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_reviews"));
+    c.args(["proxy", "--config", config, "--reload"])
+        .stdin(Stdio::null())
+        .stdout(std::fs::File::create(log).unwrap())
+        .stderr(std::fs::File::create(log.with_extension("err")).unwrap());
+    c
+}
+
 /// A child process, killed on drop (resumed first, in case a test stopped it).
 pub struct Proc(pub Child);
 

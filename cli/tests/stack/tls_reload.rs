@@ -10,7 +10,7 @@ use std::time::Duration;
 
 use rcgen::{BasicConstraints, CertificateParams, DnType, IsCa, KeyPair, date_time_ymd};
 
-use crate::helpers::{PidGuard, Stack, free_addrs, wait_until};
+use crate::helpers::{PidGuard, Stack, free_addrs, reload_command, wait_until};
 
 struct Ca {
     cert: rcgen::Certificate,
@@ -110,11 +110,7 @@ async fn check_reports_missing_mismatched_and_expired_certificates() {
 
 /// `reviews proxy --reload`, then waits for the old edge to exit. Returns the new one.
 async fn reload(s: &Stack, old: crate::helpers::Proc) -> PidGuard {
-    let reload = Command::new(env!("CARGO_BIN_EXE_reviews"))
-        .args(["proxy", "--config", &s.config(), "--reload"])
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(s.path("edge-new.log")).unwrap())
-        .stderr(std::fs::File::create(s.path("edge-new.err")).unwrap())
+    let reload = reload_command(&s.config(), &s.path("edge-new.log"))
         .status()
         .unwrap();
     assert!(reload.success(), "reviews proxy --reload failed: {reload}");

@@ -5,7 +5,6 @@
 //! `$NOTIFY_SOCKET`) and own the pid file, and the old one must exit 0.
 
 use std::os::unix::net::UnixDatagram;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
@@ -13,7 +12,7 @@ use std::time::Duration;
 use nix::sys::signal::kill;
 use nix::unistd::Pid;
 
-use crate::helpers::{PidGuard, Stack, wait_until};
+use crate::helpers::{PidGuard, Stack, reload_command, wait_until};
 
 /// The next sd_notify datagram, as text.
 fn next_notification(socket: &UnixDatagram) -> String {
@@ -95,12 +94,8 @@ async fn an_upgrade_hands_the_listeners_over_without_failing_a_request() {
 
     // `--reload` (the unit's ExecReload=): starts `reviews proxy --upgrade`, signals the old
     // edge and returns once the new one holds the listeners.
-    let reload = Command::new(env!("CARGO_BIN_EXE_reviews"))
-        .args(["proxy", "--config", config, "--reload"])
+    let reload = reload_command(config, &d.join("edge-new.log"))
         .env("NOTIFY_SOCKET", &notify_path)
-        .stdin(Stdio::null())
-        .stdout(std::fs::File::create(d.join("edge-new.log")).unwrap())
-        .stderr(std::fs::File::create(d.join("edge-new.err")).unwrap())
         .status()
         .unwrap();
     assert!(reload.success(), "reviews proxy --reload failed: {reload}");

@@ -5,14 +5,13 @@
 //! `cache.snapshot_path` bring the pages back the same way.
 
 use std::path::Path;
-use std::process::{Command, Stdio};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::time::Duration;
 
 use nix::sys::signal::{Signal, kill};
 
-use crate::helpers::{PidGuard, Stack, wait_until};
+use crate::helpers::{PidGuard, Stack, reload_command, wait_until};
 
 const PAGES: u64 = 1000;
 
@@ -58,15 +57,7 @@ async fn a_reload_keeps_the_cache_and_the_purges_made_during_it() {
 
     let reload = {
         let (config, log) = (s.config(), s.path("edge-new.log"));
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_reviews"))
-                .args(["proxy", "--config", &config, "--reload"])
-                .stdin(Stdio::null())
-                .stdout(std::fs::File::create(&log).unwrap())
-                .stderr(std::fs::File::create(log.with_extension("err")).unwrap())
-                .status()
-                .unwrap()
-        })
+        tokio::task::spawn_blocking(move || reload_command(&config, &log).status().unwrap())
     };
     // The old edge has written its cache for the new one: page 7's entry is in that file.
     // A purge now must still reach the new edge.

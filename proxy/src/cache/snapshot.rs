@@ -25,6 +25,7 @@ use pingora_http::ResponseHeader;
 
 use super::policy::Lifetime;
 use super::{Cache, Entry};
+use crate::wire::Fields;
 
 const MAGIC: &[u8; 8] = b"RVWSNAP1";
 const RECORD: u8 = 1;
@@ -206,66 +207,30 @@ fn resume_after_load(cache: &Cache, snapshot: &Path, loaded: u64) {
     cache.invalidation.resume_from(resume);
 }
 
-/// A reader over a record payload.
-struct Fields<'a> {
-    b: &'a [u8],
+/// A compressed form: absent (never made), known not to help, or its bytes.
+fn form(f: &mut Fields<'_>) -> Option<OnceLock<Option<Bytes>>> {
+    let cell = OnceLock::new();
+    match f.u8()? {
+        0 => {}
+        1 => {
+            let _ = cell.set(None);
+        }
+        2 => {
+            let _ = cell.set(Some(Bytes::copy_from_slice(f.bytes()?)));
+        }
+        _ => return None,
+    }
+    Some(cell)
 }
 
-impl<'a> Fields<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.b.len() < n {
-            return None;
-        }
-        let (head, rest) = self.b.split_at(n);
-        self.b = rest;
-        Some(head)
-    }
-
-    fn u8(&mut self) -> Option<u8> {
-        self.take(1).map(|b| b[0])
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
-
-    fn u64(&mut self) -> Option<u64> {
-        Some(u64::from_le_bytes(self.take(8)?.try_into().ok()?))
-    }
-
-    fn bytes(&mut self) -> Option<&'a [u8]> {
-        let n = self.u32()? as usize;
-        self.take(n)
-    }
-
-    fn form(&mut self) -> Option<OnceLock<Option<Bytes>>> {
-        let cell = OnceLock::new();
-        match self.u8()? {
-            0 => {}
-            1 => {
-                let _ = cell.set(None);
-            }
-            2 => {
-                let _ = cell.set(Some(Bytes::copy_from_slice(self.bytes()?)));
-            }
-            _ => return None,
-        }
-        Some(cell)
-    }
-
-    fn duration(&mut self) -> Option<Duration> {
-        self.u64().map(Duration::from_millis)
-    }
+fn duration(f: &mut Fields<'_>) -> Option<Duration> {
+    f.u64().map(Duration::from_millis)
 }
 
 /// An entry back from its payload, aged as it was when written plus `since`, the time the
 /// snapshot spent on disk; `None` if malformed.
 fn decode(payload: &[u8], now: Instant, since: Duration, seq: u64) -> Option<(Arc<str>, Entry)> {
-    let mut f = Fields { b: payload };
+    let mut f = Fields::new(payload);
     let key: Arc<str> = std::str::from_utf8(f.bytes()?).ok()?.into();
     let status = f.u16()?;
     let count = f.u32()? as usize;
@@ -276,20 +241,20 @@ fn decode(payload: &[u8], now: Instant, since: Duration, seq: u64) -> Option<(Ar
         header.append_header(name, value).ok()?;
     }
     let identity = Bytes::copy_from_slice(f.bytes()?);
-    let gzip = f.form()?;
-    let br = f.form()?;
+    let gzip = form(&mut f)?;
+    let br = form(&mut f)?;
     let compressible = f.u8()? == 1;
     let tags = (0..f.u32()?)
         .map(|_| Some(Box::<str>::from(std::str::from_utf8(f.bytes()?).ok()?)))
         .collect::<Option<Box<[Box<str>]>>>()?;
     let weight = f.u32()?;
-    let age = f.duration()? + since;
+    let age = duration(&mut f)? + since;
     let lifetime = Lifetime {
-        fresh: f.duration()?,
-        stale_while_revalidate: f.duration()?,
-        stale_if_error: f.duration()?,
+        fresh: duration(&mut f)?,
+        stale_while_revalidate: duration(&mut f)?,
+        stale_if_error: duration(&mut f)?,
     };
-    if !f.b.is_empty() {
+    if f.remaining() != 0 {
         return None;
     }
     let entry = Entry {

@@ -99,6 +99,14 @@ impl fmt::Debug for Corked {
     }
 }
 
+impl Corked {
+    /// Notes a write's outcome: bytes written give the next flush something to send.
+    fn wrote(&mut self, r: Poll<io::Result<usize>>) -> Poll<io::Result<usize>> {
+        self.dirty |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
+        r
+    }
+}
+
 impl AsyncWrite for Corked {
     fn poll_write(
         self: Pin<&mut Self>,
@@ -107,8 +115,7 @@ impl AsyncWrite for Corked {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write(cx, buf);
-        this.dirty |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
-        r
+        this.wrote(r)
     }
 
     fn poll_write_vectored(
@@ -118,8 +125,7 @@ impl AsyncWrite for Corked {
     ) -> Poll<io::Result<usize>> {
         let this = self.get_mut();
         let r = Pin::new(&mut this.inner).poll_write_vectored(cx, bufs);
-        this.dirty |= matches!(r, Poll::Ready(Ok(n)) if n > 0);
-        r
+        this.wrote(r)
     }
 
     fn is_write_vectored(&self) -> bool {

@@ -26,7 +26,7 @@ mod http2;
 mod miss;
 mod miss_h2;
 pub mod session_file;
-mod sessions;
+pub(crate) mod sessions;
 pub mod tls;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use std::path::Path;
 use std::sync::Arc;
 
 use super::sessions::SessionStore;
+use crate::wire::Fields;
 
 const MAGIC: &[u8; 8] = b"RVTLSS\0\x01";
 
@@ -27,12 +28,6 @@ const MAX_VALUE: usize = 64 << 10;
 
 /// Each HTTPS listener's session store, by its configured address.
 pub type Stores = Vec<(SocketAddr, Arc<SessionStore>)>;
-
-/// A session store of at most `max` sessions, for tests outside `downstream`.
-#[cfg(test)]
-pub fn new_store(max: usize) -> SessionStore {
-    SessionStore::new(max)
-}
 
 /// A session's key and value, as rustls stores them.
 pub type Session = (Vec<u8>, Vec<u8>);
@@ -110,7 +105,7 @@ pub fn read(path: &Path) -> io::Result<Handed> {
 }
 
 fn parse(bytes: &[u8]) -> Option<Handed> {
-    let mut r = Reader(bytes);
+    let mut r = Fields::new(bytes);
     if r.take(MAGIC.len())? != MAGIC {
         return None;
     }
@@ -125,40 +120,19 @@ fn parse(bytes: &[u8]) -> Option<Handed> {
         let address = String::from_utf8(r.take(len)?.to_vec()).ok()?;
         let count = r.u32()?;
         // Never trust a count for an allocation: each session takes at least 6 bytes.
-        let mut sessions = Vec::with_capacity((count as usize).min(r.0.len() / 6));
+        let mut sessions = Vec::with_capacity((count as usize).min(r.remaining() / 6));
         for _ in 0..count {
             let key_len = r.u16()? as usize;
             let key = r.take(key_len)?.to_vec();
-            let value_len = r.u32()? as usize;
-            if key_len > MAX_KEY || value_len > MAX_VALUE {
+            let value = r.bytes()?;
+            if key_len > MAX_KEY || value.len() > MAX_VALUE {
                 return None;
             }
-            sessions.push((key, r.take(value_len)?.to_vec()));
+            sessions.push((key, value.to_vec()));
         }
         handed.listeners.push((address, sessions));
     }
-    r.0.is_empty().then_some(handed)
-}
-
-struct Reader<'a>(&'a [u8]);
-
-impl<'a> Reader<'a> {
-    fn take(&mut self, n: usize) -> Option<&'a [u8]> {
-        if self.0.len() < n {
-            return None;
-        }
-        let (head, rest) = self.0.split_at(n);
-        self.0 = rest;
-        Some(head)
-    }
-
-    fn u16(&mut self) -> Option<u16> {
-        Some(u16::from_le_bytes(self.take(2)?.try_into().ok()?))
-    }
-
-    fn u32(&mut self) -> Option<u32> {
-        Some(u32::from_le_bytes(self.take(4)?.try_into().ok()?))
-    }
+    (r.remaining() == 0).then_some(handed)
 }
 
 /// Puts each listener's handed sessions into the store of the listener with the same
